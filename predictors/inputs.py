@@ -1,0 +1,50 @@
+"""Shared checks of request tensors against a model's input spec (before any batching)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from predictors.config import TensorSpec
+from predictors.errors import InvalidRequest
+from predictors.tensors import array_from_list
+from predictors.v2 import V2Request
+
+
+def check_tensor(spec: TensorSpec, array: np.ndarray, datatype: str) -> np.ndarray:
+    """Datatype, rank, fixed dimensions, a non-empty batch and finite floats, with named errors."""
+    if datatype != spec.datatype:
+        raise InvalidRequest(f"input '{spec.name}': datatype must be {spec.datatype}, got {datatype}")
+    if array.ndim != len(spec.shape):
+        raise InvalidRequest(
+            f"input '{spec.name}': expected rank {len(spec.shape)} shape {spec.shape}, got shape {list(array.shape)}"
+        )
+    for axis, (want, got) in enumerate(zip(spec.shape, array.shape)):
+        if want != -1 and want != got:
+            raise InvalidRequest(
+                f"input '{spec.name}': dimension {axis} must be {want} (shape {spec.shape}), got shape {list(array.shape)}"
+            )
+    if array.shape and array.shape[0] == 0:
+        raise InvalidRequest(f"input '{spec.name}': the batch is empty")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise InvalidRequest(f"input '{spec.name}': values must be finite (found NaN or infinity)")
+    return array
+
+
+def v2_input(request: V2Request, spec: TensorSpec) -> np.ndarray:
+    """The request's tensor for ``spec``, checked."""
+    if spec.name not in request.inputs:
+        raise InvalidRequest(f"input '{spec.name}' is missing; got {sorted(request.inputs)}")
+    return check_tensor(spec, request.inputs[spec.name], request.datatypes[spec.name])
+
+
+def reject_unknown(request: V2Request, known: list[str]) -> None:
+    unknown = sorted(set(request.inputs) - set(known))
+    if unknown:
+        raise InvalidRequest(f"unknown input(s) {unknown}; this model takes {known}")
+
+
+def float_instances(name: str, instances: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """V1 numeric instances as float32 of ``shape`` (strict: numbers only, rectangular)."""
+    return array_from_list(name, "FP32", shape, instances)

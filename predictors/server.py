@@ -1,0 +1,250 @@
+"""The kserve ModelServer, extended: fast V2 REST route, errors with status, metrics, host binding,
+and loading in the background so liveness answers while a large model loads.
+
+Everything else (V1 REST, health, model metadata, the gRPC service and its other methods) is
+kserve's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent import futures
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import ORJSONResponse
+from kserve import ModelServer
+from kserve.errors import ModelNotFound
+from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
+from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor
+from kserve.protocol.grpc.server import GRPCServer
+from kserve.protocol.grpc.servicer import InferenceServicer
+from kserve.protocol.rest.server import RESTServer
+from kserve.utils.utils import to_headers
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from predictors import metrics
+from predictors.base import MaasModel, RawV2
+from predictors.errors import ConfigError, NotReady, PayloadTooLarge, PredictorError, grpc_status_of, http_status_of
+from predictors.v2 import HEADER_LENGTH
+
+logger = logging.getLogger("maas")
+UNKNOWN_MODEL = "_unknown"
+
+
+def ready_model(dataplane: DataPlane, name: str) -> MaasModel[Any]:
+    """The registered model ``name``: 404 when absent, 503 while it is not ready."""
+    model = dataplane.get_model_from_registry(name)
+    if not model.ready:
+        raise NotReady(f"model {name} is not ready")
+    return model  # type: ignore[return-value]
+
+
+def v2_infer_endpoint(dataplane: DataPlane):  # type: ignore[no-untyped-def]
+    """``POST /v2/models/{name}[/versions/{v}]/infer`` without kserve's list round-trip."""
+
+    async def infer(request: Request) -> Response:
+        model = ready_model(dataplane, request.path_params["model_name"])
+        raw = RawV2(
+            body=await request.body(),
+            content_type=request.headers.get("content-type", ""),
+            header_length=request.headers.get(HEADER_LENGTH),
+        )
+        (body, headers), _ = await model(raw, dict(request.headers))
+        return Response(body, headers=headers)
+
+    return infer
+
+
+async def predictor_error_handler(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, PredictorError)
+    level = logging.ERROR if exc.http_status >= 500 else logging.INFO
+    logger.log(level, "%s: %s", type(exc).__name__, exc.message)
+    headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after else None
+    return ORJSONResponse(exc.to_json(), status_code=exc.http_status.value, headers=headers)
+
+
+class InferenceMetricsMiddleware:
+    """Counts inference requests by protocol and status, times them, and enforces the body limit."""
+
+    def __init__(self, app: ASGIApp, dataplane: DataPlane, max_body_bytes: int) -> None:
+        self.app = app
+        self.dataplane = dataplane
+        self.max_body_bytes = max_body_bytes
+
+    def _classify(self, path: str) -> tuple[str, str] | None:
+        parts = path.strip("/").split("/")
+        if len(parts) == 3 and parts[:2] == ["v1", "models"] and parts[2].endswith(":predict"):
+            return "v1", self._label(parts[2][: -len(":predict")])
+        if len(parts) >= 4 and parts[:2] == ["v2", "models"] and parts[-1] == "infer":
+            return "v2", self._label(parts[2])
+        return None
+
+    def _label(self, name: str) -> str:
+        return name if self.dataplane.model_registry.get_model(name) is not None else UNKNOWN_MODEL
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = self._classify(scope["path"]) if scope["type"] == "http" else None
+        if kind is None:
+            await self.app(scope, receive, send)
+            return
+        protocol, model = kind
+        started = time.perf_counter()
+        status = 500
+        limit = self.max_body_bytes
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            error = PayloadTooLarge(f"request body of {int(declared)} bytes is over the limit of {limit}")
+            response = await predictor_error_handler(Request(scope), error)
+            await response(scope, receive, send)
+            metrics.observe_request(model, protocol, error.http_status.value, time.perf_counter() - started)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+            return message
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, recording_send)
+        finally:
+            metrics.observe_request(model, protocol, status, time.perf_counter() - started)
+
+
+def install(app: FastAPI, dataplane: DataPlane, max_body_bytes: int) -> None:
+    """Put maas's routes ahead of kserve's, and its error handler and middleware in place."""
+    infer = v2_infer_endpoint(dataplane)
+    for path in ("/v2/models/{model_name}/infer", "/v2/models/{model_name}/versions/{model_version}/infer"):
+        app.router.routes.insert(0, Route(path, infer, methods=["POST"]))
+    app.add_exception_handler(PredictorError, predictor_error_handler)
+    app.add_middleware(InferenceMetricsMiddleware, dataplane=dataplane, max_body_bytes=max_body_bytes)
+
+
+class MaasRESTServer(RESTServer):
+    """kserve's REST server, bound to ``host``, with maas's routes installed first."""
+
+    def __init__(self, *args: Any, host: str, max_body_bytes: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.config.host = host
+        self.max_body_bytes = max_body_bytes
+
+    def create_application(self) -> None:
+        from kserve.model_server import app
+
+        install(app, self.dataplane, self.max_body_bytes)
+        super().create_application()
+
+
+class MaasServicer(InferenceServicer):
+    """kserve's gRPC servicer with ``ModelInfer`` going straight to the model, counted and mapped."""
+
+    async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC method name
+        started = time.perf_counter()
+        name = request.model_name
+        label, status = UNKNOWN_MODEL, 200
+        try:
+            model = ready_model(self._data_plane, name)
+            label = name
+            response, _ = await model(request, headers=to_headers(context))
+            return response
+        except Exception as exc:  # noqa: BLE001 - every error becomes a gRPC status
+            status = http_status_of(exc)
+            if status >= 500 and not isinstance(exc, (PredictorError, ModelNotFound)):
+                logger.exception("gRPC inference on %s failed", name)
+            message = exc.message if isinstance(exc, PredictorError) else str(exc)
+            await context.abort(grpc_status_of(exc), message)
+        finally:
+            metrics.observe_request(label, "grpc", status, time.perf_counter() - started)
+
+
+class MaasGRPCServer(GRPCServer):
+    """kserve's gRPC server bound to ``host`` with ``MaasServicer``."""
+
+    def __init__(self, *args: Any, host: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.host = host
+
+    async def start(self, max_workers: int) -> None:
+        from grpc import aio
+
+        self._server = aio.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers),
+            interceptors=(ExceptionToStatusInterceptor(),),
+            options=[
+                ("grpc.max_send_message_length", self._kwargs.get("grpc_max_send_message_length")),
+                ("grpc.max_receive_message_length", self._kwargs.get("grpc_max_receive_message_length")),
+            ],
+        )
+        grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            MaasServicer(self._data_plane, self._model_repository_extension), self._server
+        )
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self._server.add_insecure_port(f"{host}:{self._port}")
+        logger.info("gRPC server listening on %s:%s", host, self._port)
+        await self._server.start()
+        await self._server.wait_for_termination()
+
+
+class MaasModelServer(ModelServer):
+    """kserve's ModelServer that binds ``host`` and loads models after its servers are up."""
+
+    def __init__(self, *, host: str, max_body_bytes: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.host = host
+        self.max_body_bytes = max_body_bytes
+
+    def start(self, models: list[Any]) -> None:  # type: ignore[override]
+        if self.workers != 1:
+            raise ConfigError("--workers must be 1: scale out with replicas (one model copy per process)")
+        from kserve.model_server import FASTAPI_APP_IMPORT_STRING, args
+
+        for model in models:
+            self.register_model(model)
+            model.enable_latency_logging = self.enable_latency_logging
+        self._rest_server = MaasRESTServer(
+            FASTAPI_APP_IMPORT_STRING,
+            self.dataplane,
+            self.model_repository_extension,
+            self.http_port,
+            host=self.host,
+            max_body_bytes=self.max_body_bytes,
+            access_log_format=self.access_log_format,
+            workers=1,
+            grace_period=self.grace_period,
+            event_loop=self.event_loop,
+            timeout_keep_alive=self.timeout_keep_alive,
+            ssl_certfile=self.ssl_certfile,
+            ssl_keyfile=self.ssl_keyfile,
+        )
+        self.servers.append(self._rest_server.start())
+        if self.enable_grpc:
+            self._grpc_server = MaasGRPCServer(
+                self.grpc_port, self.dataplane, self.model_repository_extension,
+                kwargs=vars(args), grace_period=self.grace_period, host=self.host,
+            )
+            self.servers.append(self._grpc_server.start(self.max_threads))
+        self.servers.append(self._load(models))
+        self.register_signal_handler()
+        asyncio.run(self._serve())
+
+    async def _load(self, models: list[Any]) -> None:
+        """Load every model off the event loop; a failure stops the server (non-zero exit)."""
+        loop = asyncio.get_running_loop()
+        for model in models:
+            await loop.run_in_executor(None, model.load)

@@ -1,0 +1,249 @@
+"""Open Inference Protocol (V2) codec: REST JSON, the REST binary tensor extension and gRPC.
+
+Tensors go straight between wire bytes and numpy: binary and raw gRPC contents are viewed with
+``np.frombuffer`` and answered with ``tobytes``, never turned into Python lists.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from predictors.errors import InvalidRequest
+from predictors.tensors import (
+    NP_DTYPES,
+    array_from_buffer,
+    array_from_list,
+    check_shape,
+    datatype_of,
+    serialize_bytes,
+)
+
+HEADER_LENGTH = "inference-header-content-length"
+BINARY_CONTENT_TYPE = "application/vnd.kserve.v2+octet-stream"
+
+
+@dataclass
+class V2Request:
+    """A decoded V2 inference request, the same for every V2 transport."""
+
+    protocol: str
+    inputs: dict[str, np.ndarray]
+    datatypes: dict[str, str]
+    id: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+    requested: dict[str, bool | None] | None = None  # output name -> binary_data (None: default)
+    binary_output: bool = False
+
+    def output_names(self, available: list[str]) -> list[str]:
+        """The outputs to answer with, refusing names the model does not produce."""
+        if not self.requested:
+            return available
+        unknown = [n for n in self.requested if n not in available]
+        if unknown:
+            raise InvalidRequest(f"unknown output(s) {unknown}; this model produces {available}")
+        return list(self.requested)
+
+
+def decode_json(body: bytes, max_elements: int) -> V2Request:
+    """Decode ``application/json`` V2 request bytes."""
+    header = _parse_header(body)
+    inputs, datatypes = {}, {}
+    for spec in _input_specs(header):
+        name, datatype, shape = _describe(spec, max_elements)
+        if "data" not in spec:
+            raise InvalidRequest(f"input '{name}': 'data' is missing")
+        inputs[name] = array_from_list(name, datatype, shape, spec["data"])
+        datatypes[name] = datatype
+    return _request("v2", header, inputs, datatypes)
+
+
+def decode_binary(body: bytes, header_length: str, max_elements: int) -> V2Request:
+    """Decode a V2 request that uses the binary tensor extension."""
+    try:
+        json_length = int(header_length)
+    except ValueError:
+        raise InvalidRequest(f"{HEADER_LENGTH} must be an integer, got {header_length!r}") from None
+    if not 0 < json_length <= len(body):
+        raise InvalidRequest(f"{HEADER_LENGTH} is {json_length} but the body has {len(body)} bytes")
+    header = _parse_header(body[:json_length])
+    view = memoryview(body)
+    offset = json_length
+    inputs, datatypes = {}, {}
+    for spec in _input_specs(header):
+        name, datatype, shape = _describe(spec, max_elements)
+        size = (spec.get("parameters") or {}).get("binary_data_size")
+        if size is None:
+            if "data" not in spec:
+                raise InvalidRequest(f"input '{name}': neither 'data' nor 'binary_data_size' is given")
+            inputs[name] = array_from_list(name, datatype, shape, spec["data"])
+        else:
+            if type(size) is not int or size < 0:
+                raise InvalidRequest(f"input '{name}': binary_data_size must be a non-negative integer")
+            if offset + size > len(body):
+                raise InvalidRequest(
+                    f"input '{name}': binary data is truncated ({len(body) - offset} of {size} bytes present)"
+                )
+            inputs[name] = array_from_buffer(name, datatype, shape, view[offset : offset + size])
+            offset += size
+        datatypes[name] = datatype
+    if offset != len(body):
+        raise InvalidRequest(f"{len(body) - offset} bytes after the last binary input are not claimed")
+    return _request("v2", header, inputs, datatypes)
+
+
+def decode_grpc(request: Any, max_elements: int) -> V2Request:
+    """Decode a ``ModelInferRequest`` protobuf."""
+    from kserve.protocol.infer_type import to_http_parameters
+
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidRequest(f"{len(request.inputs)} inputs but {len(raw)} raw_input_contents")
+    if not request.inputs:
+        raise InvalidRequest("the request has no inputs")
+    inputs, datatypes = {}, {}
+    for i, tensor in enumerate(request.inputs):
+        name, datatype, shape = _describe(
+            {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}, max_elements
+        )
+        if name in inputs:
+            raise InvalidRequest(f"input '{name}' is given twice")
+        if raw:
+            inputs[name] = array_from_buffer(name, datatype, shape, raw[i])
+        else:
+            inputs[name] = array_from_list(name, datatype, shape, list(_contents(tensor, datatype)))
+        datatypes[name] = datatype
+    requested = {o.name: None for o in request.outputs} or None
+    return V2Request(
+        protocol="grpc",
+        inputs=inputs,
+        datatypes=datatypes,
+        id=request.id or str(uuid.uuid4()),
+        parameters=to_http_parameters(request.parameters) if request.parameters else {},
+        requested=requested,
+        binary_output=bool(raw),
+    )
+
+
+def encode_rest(model_name: str, request: V2Request, outputs: dict[str, np.ndarray]) -> tuple[bytes, dict[str, str]]:
+    """Encode outputs as a V2 REST response: JSON, or JSON header plus raw tensors when asked."""
+    described, raw_parts = [], []
+    for name, array in outputs.items():
+        entry: dict[str, Any] = {"name": name, "datatype": datatype_of(array), "shape": list(array.shape)}
+        wanted = request.requested.get(name) if request.requested else None
+        if wanted if wanted is not None else request.binary_output:
+            raw = serialize_bytes(array) if entry["datatype"] == "BYTES" else np.ascontiguousarray(array).tobytes()
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            raw_parts.append(raw)
+        elif entry["datatype"] == "BYTES":
+            entry["data"] = [b.decode("utf-8", "replace") if isinstance(b, bytes) else str(b) for b in array.ravel()]
+        else:
+            entry["data"] = np.ascontiguousarray(array).ravel()
+        described.append(entry)
+    head = orjson.dumps(
+        {"id": request.id, "model_name": model_name, "outputs": described},
+        option=orjson.OPT_SERIALIZE_NUMPY,
+    )
+    if not raw_parts:
+        return head, {"content-type": "application/json"}
+    return b"".join([head, *raw_parts]), {
+        "content-type": BINARY_CONTENT_TYPE,
+        HEADER_LENGTH: str(len(head)),
+    }
+
+
+def encode_grpc(model_name: str, request: V2Request, outputs: dict[str, np.ndarray]) -> Any:
+    """Encode outputs as a ``ModelInferResponse``; raw contents when the request used them."""
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+
+    response = pb.ModelInferResponse(model_name=model_name, id=request.id)
+    for name, array in outputs.items():
+        datatype = datatype_of(array)
+        tensor = response.outputs.add(name=name, datatype=datatype, shape=list(array.shape))
+        if request.binary_output:
+            raw = serialize_bytes(array) if datatype == "BYTES" else np.ascontiguousarray(array).tobytes()
+            response.raw_output_contents.append(raw)
+        else:
+            getattr(tensor.contents, _CONTENT_FIELDS[datatype]).extend(
+                array.ravel().tolist() if datatype != "BYTES" else list(array.ravel())
+            )
+    return response
+
+
+_CONTENT_FIELDS = {
+    "BOOL": "bool_contents",
+    "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+
+
+def _contents(tensor: Any, datatype: str) -> Any:
+    if datatype == "FP16":
+        raise InvalidRequest(f"input '{tensor.name}': FP16 needs raw_input_contents")
+    return getattr(tensor.contents, _CONTENT_FIELDS[datatype])
+
+
+def _parse_header(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        raise InvalidRequest("the request body is empty")
+    try:
+        header = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise InvalidRequest("the request must be a JSON object with an 'inputs' list")
+    return header
+
+
+def _input_specs(header: dict[str, Any]) -> list[dict[str, Any]]:
+    specs = header.get("inputs")
+    if not isinstance(specs, list) or not specs:
+        raise InvalidRequest("'inputs' must be a non-empty list")
+    names = [s.get("name") if isinstance(s, dict) else None for s in specs]
+    for spec, name in zip(specs, names):
+        if not isinstance(spec, dict):
+            raise InvalidRequest("every entry of 'inputs' must be an object")
+        if not isinstance(name, str) or not name:
+            raise InvalidRequest("every input needs a non-empty string 'name'")
+        if names.count(name) > 1:
+            raise InvalidRequest(f"input '{name}' is given twice")
+    return specs
+
+
+def _describe(spec: dict[str, Any], max_elements: int) -> tuple[str, str, tuple[int, ...]]:
+    name = spec["name"]
+    datatype = spec.get("datatype")
+    if datatype not in NP_DTYPES:
+        raise InvalidRequest(f"input '{name}': unknown datatype {datatype!r}; expected one of {list(NP_DTYPES)}")
+    return name, datatype, check_shape(name, spec.get("shape"), max_elements)
+
+
+def _request(protocol: str, header: dict[str, Any], inputs: dict[str, np.ndarray], datatypes: dict[str, str]) -> V2Request:
+    parameters = header.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise InvalidRequest("'parameters' must be an object")
+    requested = None
+    outputs = header.get("outputs")
+    if outputs is not None:
+        if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs):
+            raise InvalidRequest("'outputs' must be a list of objects with a 'name'")
+        requested = {o["name"]: (o.get("parameters") or {}).get("binary_data") for o in outputs}
+    request_id = header.get("id")
+    return V2Request(
+        protocol=protocol,
+        inputs=inputs,
+        datatypes=datatypes,
+        id=str(request_id) if request_id else str(uuid.uuid4()),
+        parameters=parameters,
+        requested=requested,
+        binary_output=bool(parameters.get("binary_data_output", False)),
+    )

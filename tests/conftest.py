@@ -1,0 +1,56 @@
+"""Shared fixtures: reference models trained once per run, servers started once per module."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.serving import ROOT, Server, start_server
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference models, trained by the real script (or reused from ``MAAS_TEST_MODELS``)."""
+    reuse = os.environ.get("MAAS_TEST_MODELS")
+    if reuse and (Path(reuse) / "digits-cnn" / "maas.yaml").is_file():
+        return Path(reuse)
+    out = tmp_path_factory.mktemp("models")
+    subprocess.run([sys.executable, "scripts/reference_models.py", "--out", str(out)], cwd=ROOT, check=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="session")
+def cnn_server(models_dir: Path, log_dir: Path) -> Iterator[Server]:
+    server = start_server(models_dir / "digits-cnn", "digits-cnn", "--max_batch_size", "64", log_dir=log_dir)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def lstm_server(models_dir: Path, log_dir: Path) -> Iterator[Server]:
+    server = start_server(models_dir / "digits-lstm", "digits-lstm", "--max_batch_size", "64", log_dir=log_dir)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def cnn_heldout(models_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    data = np.load(models_dir / "digits-cnn" / "heldout.npz")
+    return data["x"], data["y"]
+
+
+@pytest.fixture(scope="session")
+def lstm_heldout(models_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    data = np.load(models_dir / "digits-lstm" / "heldout.npz")
+    return data["x"], data["y"]

@@ -1,0 +1,146 @@
+"""Image family (digits CNN) over V1 REST, V2 REST JSON and binary, and V2 gRPC."""
+
+from __future__ import annotations
+
+import base64
+import io
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from tests.serving import Server
+
+
+def recorded_accuracy(models_dir, name: str) -> float:
+    return yaml.safe_load((models_dir / name / "maas.yaml").read_text())["metrics"]["test_accuracy"]
+
+
+def png(image: np.ndarray, fmt: str = "PNG", size: int | None = None, mode: str = "L") -> bytes:
+    """An 8x8 digit in [0, 1] as an encoded image (optionally upscaled / RGB)."""
+    img = Image.fromarray(np.round(image * 255).astype(np.uint8), mode="L")
+    if size:
+        img = img.resize((size, size), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    img.convert(mode).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def test_metadata_describes_inputs_and_outputs(cnn_server: Server) -> None:
+    meta = cnn_server.client.get("/v2/models/digits-cnn").json()
+    assert meta["name"] == "digits-cnn"
+    assert {"name": "input", "datatype": "FP32", "shape": [-1, 1, 8, 8]} in meta["inputs"]
+    assert {"name": "image", "datatype": "BYTES", "shape": [-1]} in meta["inputs"]
+    outputs = {o["name"]: o for o in meta["outputs"]}
+    assert outputs["probabilities"] == {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}
+    assert outputs["label"] == {"name": "label", "datatype": "INT64", "shape": [-1]}
+
+
+@pytest.mark.parametrize("protocol", ["v1", "v2-json", "v2-binary", "grpc-raw", "grpc-contents"])
+def test_served_heldout_accuracy_equals_recorded(cnn_server: Server, cnn_heldout, models_dir, protocol: str) -> None:
+    x, y = cnn_heldout
+    labels = []
+    for start in range(0, len(x), 64):
+        chunk = x[start : start + 64]
+        if protocol == "v1":
+            response = cnn_server.v1({"instances": chunk.tolist()})
+            assert response.status_code == 200, response.text
+            labels += [p["label"] for p in response.json()["predictions"]]
+        elif protocol == "v2-json":
+            response = cnn_server.v2_tensor("input", chunk)
+            assert response.status_code == 200, response.text
+            out = {o["name"]: o for o in response.json()["outputs"]}
+            assert out["label"]["datatype"] == "INT64" and out["label"]["shape"] == [len(chunk)]
+            labels += out["label"]["data"]
+        elif protocol == "v2-binary":
+            result = cnn_server.v2_binary({"input": chunk})
+            labels += result.get_output_by_name("label").as_numpy().tolist()
+        else:
+            result = cnn_server.grpc({"input": chunk}, raw=protocol == "grpc-raw")
+            labels += result.get_output_by_name("label").as_numpy().tolist()
+    served = float((np.array(labels) == y).mean())
+    assert served == recorded_accuracy(models_dir, "digits-cnn")
+    assert served >= 0.95
+
+
+def test_v2_binary_answers_probabilities_bit_for_bit_like_json(cnn_server: Server, cnn_heldout) -> None:
+    x, _ = cnn_heldout
+    binary = cnn_server.v2_binary({"input": x[:16]}).get_output_by_name("probabilities").as_numpy()
+    as_json = cnn_server.v2_tensor("input", x[:16]).json()
+    probs = next(o for o in as_json["outputs"] if o["name"] == "probabilities")
+    np.testing.assert_allclose(binary, np.array(probs["data"], dtype=np.float32).reshape(16, 10), rtol=1e-6)
+    assert binary.dtype == np.float32 and binary.shape == (16, 10)
+    np.testing.assert_allclose(binary.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_encoded_images_over_every_protocol(cnn_server: Server, cnn_heldout, models_dir) -> None:
+    x, y = cnn_heldout
+    n = 120
+    pngs = [png(img[0]) for img in x[:n]]
+    v1 = cnn_server.v1({"instances": [{"image": {"b64": base64.b64encode(p).decode()}} for p in pngs]})
+    assert v1.status_code == 200, v1.text
+    v1_labels = np.array([p["label"] for p in v1.json()["predictions"]])
+    v2 = cnn_server.v2([{"name": "image", "datatype": "BYTES", "shape": [n],
+                         "data": [base64.b64encode(p).decode() for p in pngs]}])
+    assert v2.status_code == 200, v2.text
+    v2_labels = np.array(next(o for o in v2.json()["outputs"] if o["name"] == "label")["data"])
+    grpc_labels = cnn_server.grpc({"image": np.array(pngs, dtype=object)}).get_output_by_name("label").as_numpy()
+    tensor_labels = cnn_server.v2_binary({"input": x[:n]}).get_output_by_name("label").as_numpy()
+    assert (v1_labels == v2_labels).all() and (v2_labels == grpc_labels).all()
+    # PNG quantises pixels to 8 bits: the same digits, nearly the same answers
+    assert (v1_labels == tensor_labels).mean() >= 0.98
+    assert (v1_labels == y[:n]).mean() >= recorded_accuracy(models_dir, "digits-cnn") - 0.03
+
+
+def test_images_of_other_sizes_and_formats_are_resized(cnn_server: Server, cnn_heldout) -> None:
+    x, y = cnn_heldout
+    cases = [png(x[i][0], "JPEG", size=64, mode="RGB") for i in range(30)]
+    response = cnn_server.v1({"instances": [{"b64": base64.b64encode(c).decode()} for c in cases]})
+    assert response.status_code == 200, response.text
+    labels = np.array([p["label"] for p in response.json()["predictions"]])
+    assert (labels == y[:30]).mean() >= 0.8
+
+
+def test_top_k_in_v1_and_v2(cnn_server: Server, cnn_heldout) -> None:
+    x, _ = cnn_heldout
+    v1 = cnn_server.v1({"instances": x[:3].tolist(), "parameters": {"top_k": 3}}).json()["predictions"]
+    for p in v1:
+        top = p["top_k"]
+        assert len(top) == 3 and top[0]["label"] == p["label"] and top[0]["class_name"] == str(p["label"])
+        assert top[0]["probability"] >= top[1]["probability"] >= top[2]["probability"]
+    v2 = cnn_server.v2_binary({"input": x[:3]}, parameters={"top_k": 2})
+    top_labels = v2.get_output_by_name("top_k_labels").as_numpy()
+    assert top_labels.shape == (3, 2)
+    assert (top_labels[:, 0] == v2.get_output_by_name("label").as_numpy()).all()
+
+
+def test_concurrent_requests_are_batched_and_equal_unbatched(cnn_server: Server, cnn_heldout) -> None:
+    x, _ = cnn_heldout
+    singles = [cnn_server.v2_binary({"input": x[i : i + 1]}).get_output_by_name("probabilities").as_numpy()[0]
+               for i in range(48)]
+    before = batch_stats(cnn_server)
+    with ThreadPoolExecutor(16) as pool:
+        concurrent = list(pool.map(
+            lambda i: cnn_server.v2_binary({"input": x[i : i + 1]}).get_output_by_name("probabilities").as_numpy()[0],
+            range(48),
+        ))
+    after = batch_stats(cnn_server)
+    whole = cnn_server.v2_binary({"input": x[:48]}).get_output_by_name("probabilities").as_numpy()
+    np.testing.assert_allclose(np.stack(concurrent), np.stack(singles), atol=1e-5)
+    np.testing.assert_allclose(whole, np.stack(singles), atol=1e-5)
+    assert (whole.argmax(1) == np.stack(singles).argmax(1)).all()
+    batches, items = after[0] - before[0], after[1] - before[1]
+    assert items == 48
+    assert batches < 48, "concurrent requests should have shared forward passes"
+
+
+def batch_stats(server: Server) -> tuple[float, float]:
+    """(number of batches, items) from the server's maas_batch_size histogram."""
+    values = {}
+    for line in server.metrics().splitlines():
+        for key in ("maas_batch_size_count", "maas_batch_size_sum"):
+            if line.startswith(key + "{") and f'model="{server.name}"' in line:
+                values[key] = float(line.rsplit(" ", 1)[1])
+    return values["maas_batch_size_count"], values["maas_batch_size_sum"]
