@@ -134,7 +134,7 @@ def tensor_json(name: str, array: np.ndarray) -> dict[str, Any]:
             "data": array.ravel().tolist()}
 
 
-def spawn(model_dir: Path, *args: str, log_dir: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], int, int, Path]:
+def spawn(model_dir: Path | str, *args: str, log_dir: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], int, int, Path]:
     http_port, grpc_port = free_port(), free_port()
     log = log_dir / f"server-{http_port}.log"
     cmd = [sys.executable, "-m", "predictors", "--model_dir", str(model_dir), "--host", "127.0.0.1",
@@ -146,7 +146,7 @@ def spawn(model_dir: Path, *args: str, log_dir: Path, env: dict[str, str] | None
     return proc, http_port, grpc_port, log
 
 
-def start_server(model_dir: Path, name: str, *args: str, log_dir: Path, timeout: float = 90,
+def start_server(model_dir: Path | str, name: str, *args: str, log_dir: Path, timeout: float = 90,
                  env: dict[str, str] | None = None) -> Server:
     """Start a server and wait until its model is ready (fails with the server's log)."""
     proc, http_port, grpc_port, log = spawn(model_dir, *args, log_dir=log_dir, env=env)
