@@ -12,6 +12,7 @@ accuracy against the served model). Fixed seeds: the same machine gives the same
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -75,7 +76,16 @@ def write(out: Path, model, config: dict, x_test: np.ndarray, y_test: np.ndarray
     torch.save(model.state_dict(), out / "weights.pt")
     np.savez_compressed(out / "heldout.npz", x=x_test, y=y_test)
     ModelConfig.model_validate(config).save(out)
+    write_examples(out, config["inputs"][0]["name"], x_test[:2])
     return out
+
+
+def write_examples(out: Path, input_name: str, x: np.ndarray) -> None:
+    """Ready-to-send request bodies (``curl -d @example-v2.json``) for two held-out samples."""
+    v1 = {"instances": x.tolist()}
+    v2 = {"inputs": [{"name": input_name, "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}]}
+    (out / "example-v1.json").write_text(json.dumps(v1))
+    (out / "example-v2.json").write_text(json.dumps(v2))
 
 
 def digits_cnn(out: Path) -> dict:
