@@ -116,7 +116,7 @@ class MaasModel(Model, Generic[P]):
     def warmup_parts(self) -> list[P]:
         """Representative parts for warm-up passes."""
 
-    def check_parameters(self, parameters: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+    def check_parameters(self, parameters: dict[str, Any]) -> None:
         """Validate request parameters before batching (400 on a bad one)."""
 
     # ---- loading ------------------------------------------------------------------------
@@ -130,8 +130,14 @@ class MaasModel(Model, Generic[P]):
         try:
             started = time.perf_counter()
             self._select_device()
-            logger.info("loading %s (%s) from %s on %s/%s", self.name, self.config.family,
-                        self.model_dir, self.device, self.dtype)
+            logger.info(
+                "loading %s (%s) from %s on %s/%s",
+                self.name,
+                self.config.family,
+                self.model_dir,
+                self.device,
+                self.dtype,
+            )
             self.build()
             self.batcher = AdaptiveBatcher(
                 self._run_batch,
@@ -260,12 +266,12 @@ class MaasModel(Model, Generic[P]):
             raise InvalidRequest("the batch is empty")
         return Job(request.protocol, part, items, request.parameters, v2=request)
 
-    async def predict(self, job: Job[P], headers: dict[str, str] | None = None) -> Job[P]:  # type: ignore[override]
+    async def predict(self, job: Job[P], headers: dict[str, str] | None = None) -> Job[P]:
         assert self.batcher is not None
         job.outputs = await self.batcher.submit(job, job.items, _TICKET.get())
         return job
 
-    async def postprocess(self, job: Job[P], headers: dict[str, str] | None = None) -> Any:  # type: ignore[override]
+    async def postprocess(self, job: Job[P], headers: dict[str, str] | None = None) -> Any:
         assert job.outputs is not None
         if job.v2 is None:
             return {"predictions": self.format_v1(job.outputs, job.parameters)}

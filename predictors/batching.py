@@ -177,7 +177,7 @@ class AdaptiveBatcher(Generic[P, R]):
         except PredictorError as exc:
             self._fail(batch, exc)
             return
-        except Exception as exc:  # noqa: BLE001 - any model error fails this batch only
+        except Exception as exc:
             self._fail(batch, ModelFailure(f"forward pass failed: {type(exc).__name__}: {exc}"))
             return
         finished = time.perf_counter()

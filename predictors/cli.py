@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
 
 
-def _create(ns: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _create(ns: argparse.Namespace):
     from predictors.config import ModelConfig
     from predictors.families import model_class
     from predictors.server import MaasModelServer

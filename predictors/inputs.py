@@ -23,7 +23,8 @@ def check_tensor(spec: TensorSpec, array: np.ndarray, datatype: str) -> np.ndarr
     for axis, (want, got) in enumerate(zip(spec.shape, array.shape)):
         if want != -1 and want != got:
             raise InvalidRequest(
-                f"input '{spec.name}': dimension {axis} must be {want} (shape {spec.shape}), got shape {list(array.shape)}"
+                f"input '{spec.name}': dimension {axis} must be {want} (shape {spec.shape}), "
+                f"got shape {list(array.shape)}"
             )
     if array.shape and array.shape[0] == 0:
         raise InvalidRequest(f"input '{spec.name}': the batch is empty")

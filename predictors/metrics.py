@@ -20,9 +20,7 @@ REQUEST_DURATION = Histogram(
     ["model", "protocol"],
     buckets=_LATENCY_BUCKETS,
 )
-BATCH_SIZE = Histogram(
-    "maas_batch_size", "Items per forward pass.", ["model"], buckets=_BATCH_BUCKETS
-)
+BATCH_SIZE = Histogram("maas_batch_size", "Items per forward pass.", ["model"], buckets=_BATCH_BUCKETS)
 BATCH_REQUESTS = Histogram(
     "maas_batch_requests", "Requests coalesced into one forward pass.", ["model"], buckets=_BATCH_BUCKETS
 )
@@ -39,7 +37,7 @@ def observe_request(model: str, protocol: str, status: int, seconds: float) -> N
     REQUEST_DURATION.labels(model, protocol).observe(seconds)
 
 
-def batch_observer(model: str):  # type: ignore[no-untyped-def]
+def batch_observer(model: str):
     """A callback for ``AdaptiveBatcher(on_batch=...)`` that records one model's batches."""
     size, requests = BATCH_SIZE.labels(model), BATCH_REQUESTS.labels(model)
     queue, forward = QUEUE_TIME.labels(model), FORWARD_TIME.labels(model)

@@ -32,7 +32,7 @@ def import_class(spec: str, model_dir: Path) -> type:
             loaded.loader.exec_module(module)
         else:
             module = importlib.import_module(where)
-        return getattr(module, name)  # type: ignore[no-any-return]
+        return getattr(module, name)
     except (ImportError, AttributeError, FileNotFoundError, SyntaxError) as exc:
         raise ConfigError(f"cannot load module class {spec!r}: {exc}") from exc
 
@@ -51,7 +51,7 @@ def build_module(spec: ModuleSpec, model_dir: Path, device: Any, dtype: Any) -> 
         raise ConfigError(f"weights file {weights} is missing")
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a corrupt file
+    except Exception as exc:
         raise ConfigError(f"weights file {weights} is corrupt or not a state_dict: {exc}") from exc
     if not isinstance(state, dict):
         raise ConfigError(f"weights file {weights} does not hold a state_dict")

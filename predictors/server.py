@@ -43,10 +43,10 @@ def ready_model(dataplane: DataPlane, name: str) -> MaasModel[Any]:
     model = dataplane.get_model_from_registry(name)
     if not model.ready:
         raise NotReady(f"model {name} is not ready")
-    return model  # type: ignore[return-value]
+    return model
 
 
-def v2_infer_endpoint(dataplane: DataPlane):  # type: ignore[no-untyped-def]
+def v2_infer_endpoint(dataplane: DataPlane):
     """``POST /v2/models/{name}[/versions/{v}]/infer`` without kserve's list round-trip."""
 
     async def infer(request: Request) -> Response:
@@ -154,7 +154,7 @@ class MaasRESTServer(RESTServer):
 class MaasServicer(InferenceServicer):
     """kserve's gRPC servicer with ``ModelInfer`` going straight to the model, counted and mapped."""
 
-    async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC method name
+    async def ModelInfer(self, request: Any, context: Any) -> Any:
         started = time.perf_counter()
         name = request.model_name
         label, status = UNKNOWN_MODEL, 200
@@ -163,7 +163,7 @@ class MaasServicer(InferenceServicer):
             label = name
             response, _ = await model(request, headers=to_headers(context))
             return response
-        except Exception as exc:  # noqa: BLE001 - every error becomes a gRPC status
+        except Exception as exc:
             status = http_status_of(exc)
             if status >= 500 and not isinstance(exc, (PredictorError, ModelNotFound)):
                 logger.exception("gRPC inference on %s failed", name)
@@ -209,7 +209,7 @@ class MaasModelServer(ModelServer):
         self.host = host
         self.max_body_bytes = max_body_bytes
 
-    def start(self, models: list[Any]) -> None:  # type: ignore[override]
+    def start(self, models: list[Any]) -> None:
         if self.workers != 1:
             raise ConfigError("--workers must be 1: scale out with replicas (one model copy per process)")
         from kserve.model_server import FASTAPI_APP_IMPORT_STRING, args
@@ -235,8 +235,12 @@ class MaasModelServer(ModelServer):
         self.servers.append(self._rest_server.start())
         if self.enable_grpc:
             self._grpc_server = MaasGRPCServer(
-                self.grpc_port, self.dataplane, self.model_repository_extension,
-                kwargs=vars(args), grace_period=self.grace_period, host=self.host,
+                self.grpc_port,
+                self.dataplane,
+                self.model_repository_extension,
+                kwargs=vars(args),
+                grace_period=self.grace_period,
+                host=self.host,
             )
             self.servers.append(self._grpc_server.start(self.max_threads))
         self.servers.append(self._load(models))

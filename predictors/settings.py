@@ -89,5 +89,3 @@ def _strtobool(value: str | bool) -> bool:
     if lowered in {"0", "false", "no", "off"}:
         return False
     raise argparse.ArgumentTypeError(f"expected a boolean, got {value!r}")
-
-

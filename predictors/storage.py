@@ -26,7 +26,7 @@ def resolve_model_dir(uri: str) -> Path:
             logger.info("resolving model storage %s", uri)
             try:
                 path = Path(Storage.download(uri))
-            except Exception as exc:  # noqa: BLE001 - storage backends raise their own kinds
+            except Exception as exc:
                 raise ConfigError(f"cannot fetch model from {uri!r}: {exc}") from exc
     else:
         path = Path(uri).expanduser()

@@ -47,9 +47,7 @@ def check_shape(name: str, shape: Any, max_elements: int) -> tuple[int, ...]:
         raise InvalidRequest(f"input '{name}': shape must be a list of non-negative integers, got {shape!r}")
     count = math.prod(shape)
     if count > max_elements:
-        raise PayloadTooLarge(
-            f"input '{name}': {count} elements is over the limit of {max_elements}", input=name
-        )
+        raise PayloadTooLarge(f"input '{name}': {count} elements is over the limit of {max_elements}", input=name)
     return tuple(shape)
 
 
@@ -149,5 +147,12 @@ def _flatten(data: Sequence[Any]) -> Any:
 
 
 def _kind_name(dtype: np.dtype[Any]) -> str:
-    return {"f": "floating-point", "i": "integer", "u": "integer", "b": "boolean",
-            "U": "string", "S": "string", "O": "mixed"}.get(dtype.kind, dtype.kind)
+    return {
+        "f": "floating-point",
+        "i": "integer",
+        "u": "integer",
+        "b": "boolean",
+        "U": "string",
+        "S": "string",
+        "O": "mixed",
+    }.get(dtype.kind, dtype.kind)

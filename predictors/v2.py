@@ -117,7 +117,7 @@ def decode_grpc(request: Any, max_elements: int) -> V2Request:
         else:
             inputs[name] = array_from_list(name, datatype, shape, list(_contents(tensor, datatype)))
         datatypes[name] = datatype
-    requested = {o.name: None for o in request.outputs} or None
+    requested: dict[str, bool | None] | None = {o.name: None for o in request.outputs} or None
     return V2Request(
         protocol="grpc",
         inputs=inputs,
@@ -176,9 +176,13 @@ def encode_grpc(model_name: str, request: V2Request, outputs: dict[str, np.ndarr
 
 _CONTENT_FIELDS = {
     "BOOL": "bool_contents",
-    "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
     "UINT64": "uint64_contents",
-    "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
     "INT64": "int64_contents",
     "FP32": "fp32_contents",
     "FP64": "fp64_contents",
@@ -227,14 +231,18 @@ def _describe(spec: dict[str, Any], max_elements: int) -> tuple[str, str, tuple[
     return name, datatype, check_shape(name, spec.get("shape"), max_elements)
 
 
-def _request(protocol: str, header: dict[str, Any], inputs: dict[str, np.ndarray], datatypes: dict[str, str]) -> V2Request:
+def _request(
+    protocol: str, header: dict[str, Any], inputs: dict[str, np.ndarray], datatypes: dict[str, str]
+) -> V2Request:
     parameters = header.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise InvalidRequest("'parameters' must be an object")
     requested = None
     outputs = header.get("outputs")
     if outputs is not None:
-        if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs):
+        if not isinstance(outputs, list) or not all(
+            isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
+        ):
             raise InvalidRequest("'outputs' must be a list of objects with a 'name'")
         requested = {o["name"]: (o.get("parameters") or {}).get("binary_data") for o in outputs}
     request_id = header.get("id")

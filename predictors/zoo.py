@@ -26,13 +26,22 @@ class ConvClassifier(nn.Module):
         layers: list[nn.Module] = []
         size, prev = image_size, in_channels
         for width in channels:
-            layers += [nn.Conv2d(prev, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1),
-                       nn.ReLU(), nn.MaxPool2d(2)]
+            layers += [
+                nn.Conv2d(prev, width, 3, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(width, width, 3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            ]
             prev, size = width, size // 2
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(
-            nn.Flatten(), nn.Dropout(dropout), nn.Linear(prev * size * size, hidden), nn.ReLU(),
-            nn.Dropout(dropout), nn.Linear(hidden, num_classes),
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(prev * size * size, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -58,8 +67,14 @@ class SequenceClassifier(nn.Module):
     ) -> None:
         super().__init__()
         rnn = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[cell]
-        self.rnn = rnn(input_size, hidden_size, num_layers=num_layers, batch_first=True,
-                       bidirectional=bidirectional, dropout=dropout if num_layers > 1 else 0.0)
+        self.rnn = rnn(
+            input_size,
+            hidden_size,
+            num_layers=num_layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
         self.directions = 2 if bidirectional else 1
         self.head = nn.Linear(hidden_size * self.directions, num_classes)
 

@@ -50,6 +50,9 @@ MSG
 
 run_tests() {
   setup
+  echo "==> ruff and mypy"
+  ruff check .
+  mypy
   # shellcheck disable=SC2086
   python -m pytest ${PYTEST_ARGS:-} "$@"
 }

@@ -112,8 +112,13 @@ def digits_cnn(out: Path) -> dict:
         "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 1, 8, 8]}],
         "labels": LABELS,
         "image": {"color_mode": "L", "scale": 1 / 255, "mean": [0.0], "std": [1.0], "resample": "bilinear"},
-        "metrics": {"test_accuracy": acc, "test_samples": len(y_test), "train_samples": len(y_train),
-                    "split": "sklearn digits, 80/20 stratified, random_state=0", "seed": SEED},
+        "metrics": {
+            "test_accuracy": acc,
+            "test_samples": len(y_test),
+            "train_samples": len(y_train),
+            "split": "sklearn digits, 80/20 stratified, random_state=0",
+            "seed": SEED,
+        },
     }
     write(out, model, config, x_test, y_test)
     return config["metrics"]
@@ -142,8 +147,13 @@ def digits_lstm(out: Path) -> dict:
         "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, -1, 8]}],
         "labels": LABELS,
         "sequence": {"max_length": 256, "pad_value": 0.0},
-        "metrics": {"test_accuracy": acc, "test_samples": len(y_test), "train_samples": len(y_train),
-                    "split": "sklearn digits, 80/20 stratified, random_state=0", "seed": SEED},
+        "metrics": {
+            "test_accuracy": acc,
+            "test_samples": len(y_test),
+            "train_samples": len(y_train),
+            "split": "sklearn digits, 80/20 stratified, random_state=0",
+            "seed": SEED,
+        },
     }
     write(out, model, config, x_test, y_test)
     return config["metrics"]
@@ -168,8 +178,10 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         started = time.perf_counter()
         result = BUILDERS[name](args.out / name)
-        print(f"{name}: test_accuracy={result['test_accuracy']:.4f} on {result['test_samples']} held-out "
-              f"samples, trained in {time.perf_counter() - started:.1f}s -> {args.out / name}")
+        print(
+            f"{name}: test_accuracy={result['test_accuracy']:.4f} on {result['test_samples']} held-out "
+            f"samples, trained in {time.perf_counter() - started:.1f}s -> {args.out / name}"
+        )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,17 @@ def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def cnn_server(models_dir: Path, log_dir: Path) -> Iterator[Server]:
-    server = start_server(models_dir / "digits-cnn", "digits-cnn", "--max_batch_size", "64",
-                          "--max_request_mb", "8", "--max_tensor_elements", "1000000", log_dir=log_dir)
+    server = start_server(
+        models_dir / "digits-cnn",
+        "digits-cnn",
+        "--max_batch_size",
+        "64",
+        "--max_request_mb",
+        "8",
+        "--max_tensor_elements",
+        "1000000",
+        log_dir=log_dir,
+    )
     yield server
     server.stop()
 

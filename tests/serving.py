@@ -54,8 +54,9 @@ class Server:
     def v1(self, body: Any, **kwargs: Any) -> httpx.Response:
         return self.client.post(f"/v1/models/{self.name}:predict", json=body, **kwargs)
 
-    def v2(self, inputs: list[dict[str, Any]], parameters: dict[str, Any] | None = None,
-           **kwargs: Any) -> httpx.Response:
+    def v2(
+        self, inputs: list[dict[str, Any]], parameters: dict[str, Any] | None = None, **kwargs: Any
+    ) -> httpx.Response:
         body: dict[str, Any] = {"inputs": inputs}
         if parameters:
             body["parameters"] = parameters
@@ -77,7 +78,8 @@ class Server:
         request = InferRequest(self.name, infer_inputs, parameters=params)
         body, json_length = request.to_rest()
         response = self.client.post(
-            f"/v2/models/{self.name}/infer", content=body,
+            f"/v2/models/{self.name}/infer",
+            content=body,
             headers={"content-type": "application/octet-stream", "inference-header-content-length": str(json_length)},
         )
         if response.status_code != 200:
@@ -87,8 +89,7 @@ class Server:
             return InferResponse.from_rest(response.json())
         return InferResponse.from_bytes(response.content, int(header_length))
 
-    def grpc(self, inputs: dict[str, np.ndarray], parameters: dict[str, Any] | None = None,
-             raw: bool = True) -> Any:
+    def grpc(self, inputs: dict[str, np.ndarray], parameters: dict[str, Any] | None = None, raw: bool = True) -> Any:
         """One V2 gRPC inference with ``kserve.InferenceGRPCClient``."""
         from kserve import InferenceGRPCClient, InferInput, InferRequest
 
@@ -125,29 +126,53 @@ class Server:
 def datatype_of(array: np.ndarray) -> str:
     if array.dtype == np.object_:
         return "BYTES"
-    return {np.float32: "FP32", np.float64: "FP64", np.float16: "FP16", np.int64: "INT64", np.int32: "INT32",
-            np.uint8: "UINT8", np.bool_: "BOOL"}[array.dtype.type]
+    return {
+        np.float32: "FP32",
+        np.float64: "FP64",
+        np.float16: "FP16",
+        np.int64: "INT64",
+        np.int32: "INT32",
+        np.uint8: "UINT8",
+        np.bool_: "BOOL",
+    }[array.dtype.type]
 
 
 def tensor_json(name: str, array: np.ndarray) -> dict[str, Any]:
-    return {"name": name, "datatype": datatype_of(array), "shape": list(array.shape),
-            "data": array.ravel().tolist()}
+    return {"name": name, "datatype": datatype_of(array), "shape": list(array.shape), "data": array.ravel().tolist()}
 
 
-def spawn(model_dir: Path | str, *args: str, log_dir: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], int, int, Path]:
+def spawn(
+    model_dir: Path | str, *args: str, log_dir: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], int, int, Path]:
     http_port, grpc_port = free_port(), free_port()
     log = log_dir / f"server-{http_port}.log"
-    cmd = [sys.executable, "-m", "predictors", "--model_dir", str(model_dir), "--host", "127.0.0.1",
-           "--http_port", str(http_port), "--grpc_port", str(grpc_port), "--torch_threads", "1",
-           "--enable_latency_logging", "false", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "predictors",
+        "--model_dir",
+        str(model_dir),
+        "--host",
+        "127.0.0.1",
+        "--http_port",
+        str(http_port),
+        "--grpc_port",
+        str(grpc_port),
+        "--torch_threads",
+        "1",
+        "--enable_latency_logging",
+        "false",
+        *args,
+    ]
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=full_env)
     return proc, http_port, grpc_port, log
 
 
-def start_server(model_dir: Path | str, name: str, *args: str, log_dir: Path, timeout: float = 90,
-                 env: dict[str, str] | None = None) -> Server:
+def start_server(
+    model_dir: Path | str, name: str, *args: str, log_dir: Path, timeout: float = 90, env: dict[str, str] | None = None
+) -> Server:
     """Start a server and wait until its model is ready (fails with the server's log)."""
     proc, http_port, grpc_port, log = spawn(model_dir, *args, log_dir=log_dir, env=env)
     server = Server(proc, name, http_port, grpc_port, log)

@@ -26,8 +26,10 @@ def binary(header: dict[str, Any], payload: bytes, header_length: int | None = N
 
     head = orjson.dumps(header)
     length = len(head) if header_length is None else header_length
-    return {"content": head + payload,
-            "headers": {"content-type": "application/octet-stream", "inference-header-content-length": str(length)}}
+    return {
+        "content": head + payload,
+        "headers": {"content-type": "application/octet-stream", "inference-header-content-length": str(length)},
+    }
 
 
 def fp32_header(shape: list[int], size: int) -> dict[str, Any]:
@@ -59,46 +61,109 @@ CASES = [
     Case("strings-as-numbers", "v2", v2_json([1, 1, 8, 8], ["0.5"] * 64), 400, "string values"),
     Case("infinite-value", "v2", v2_json([1, 1, 8, 8], [1e39] + [0.0] * 63), 400, "must be finite"),
     Case("nan-binary", "v2", binary(fp32_header([1, 1, 8, 8], 256), NAN), 400, "must be finite"),
-    Case("malformed-json", "v2", {"content": b'{"inputs": [', "headers": {"content-type": "application/json"}},
-         400, "not valid json"),
+    Case(
+        "malformed-json",
+        "v2",
+        {"content": b'{"inputs": [', "headers": {"content-type": "application/json"}},
+        400,
+        "not valid json",
+    ),
     Case("json-not-object", "v2", {"json": [1, 2, 3]}, 400, "json object"),
-    Case("wrong-content-type", "v2", {"content": b"hello", "headers": {"content-type": "text/plain"}},
-         415, "content type 'text/plain'"),
+    Case(
+        "wrong-content-type",
+        "v2",
+        {"content": b"hello", "headers": {"content-type": "text/plain"}},
+        415,
+        "content type 'text/plain'",
+    ),
     Case("truncated-binary", "v2", binary(fp32_header([1, 1, 8, 8], 256), b"\0" * 100), 400, "truncated"),
     Case("binary-size-mismatch", "v2", binary(fp32_header([1, 1, 8, 8], 100), b"\0" * 100), 400, "needs 256 bytes"),
     Case("trailing-binary", "v2", binary(fp32_header([1, 1, 8, 8], 256), b"\0" * 300), 400, "not claimed"),
-    Case("bad-header-length", "v2", binary(fp32_header([1, 1, 8, 8], 256), b"\0" * 256, header_length=99999),
-         400, "inference-header-content-length"),
-    Case("oversized-body", "v2", {"content": b"0" * (9 * 1024 * 1024), "headers": {"content-type": "application/json"}},
-         413, "over the limit"),
+    Case(
+        "bad-header-length",
+        "v2",
+        binary(fp32_header([1, 1, 8, 8], 256), b"\0" * 256, header_length=99999),
+        400,
+        "inference-header-content-length",
+    ),
+    Case(
+        "oversized-body",
+        "v2",
+        {"content": b"0" * (9 * 1024 * 1024), "headers": {"content-type": "application/json"}},
+        413,
+        "over the limit",
+    ),
     Case("too-many-elements", "v2", v2_json([100000, 1, 8, 8], []), 413, "over the limit"),
-    Case("unknown-output", "v2", {"json": {**v2_json([1, 1, 8, 8], [0.0] * 64)["json"], "outputs": [{"name": "logits"}]}},
-         400, "unknown output"),
+    Case(
+        "unknown-output",
+        "v2",
+        {"json": {**v2_json([1, 1, 8, 8], [0.0] * 64)["json"], "outputs": [{"name": "logits"}]}},
+        400,
+        "unknown output",
+    ),
     Case("top-k-out-of-range", "v2", v2_json([1, 1, 8, 8], [0.0] * 64, parameters={"top_k": 11}), 400, "top_k"),
-    Case("not-an-image", "v2", {"json": {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
-                                                       "data": [base64.b64encode(b"not an image").decode()]}]}},
-         400, "not a decodable png or jpeg"),
-    Case("both-inputs", "v2", {"json": {"inputs": [v2_json([1, 1, 8, 8], [0.0] * 64)["json"]["inputs"][0],
-                                                     {"name": "image", "datatype": "BYTES", "shape": [1], "data": ["x"]}]}},
-         400, "exactly one"),
+    Case(
+        "not-an-image",
+        "v2",
+        {
+            "json": {
+                "inputs": [
+                    {
+                        "name": "image",
+                        "datatype": "BYTES",
+                        "shape": [1],
+                        "data": [base64.b64encode(b"not an image").decode()],
+                    }
+                ]
+            }
+        },
+        400,
+        "not a decodable png or jpeg",
+    ),
+    Case(
+        "both-inputs",
+        "v2",
+        {
+            "json": {
+                "inputs": [
+                    v2_json([1, 1, 8, 8], [0.0] * 64)["json"]["inputs"][0],
+                    {"name": "image", "datatype": "BYTES", "shape": [1], "data": ["x"]},
+                ]
+            }
+        },
+        400,
+        "exactly one",
+    ),
     Case("unknown-model", "/v2/models/no-such-model/infer", v2_json([1, 1, 8, 8], [0.0] * 64), 404, "no-such-model"),
     Case("v1-unknown-model", "/v1/models/no-such-model:predict", {"json": {"instances": [[0]]}}, 404, "no-such-model"),
-    Case("v1-malformed-json", "v1", {"content": b"{nope", "headers": {"content-type": "application/json"}},
-         400, "unrecognized request format"),
+    Case(
+        "v1-malformed-json",
+        "v1",
+        {"content": b"{nope", "headers": {"content-type": "application/json"}},
+        400,
+        "unrecognized request format",
+    ),
     Case("v1-wrong-content-type", "v1", {"content": b"x", "headers": {"content-type": "text/csv"}}, 415, "text/csv"),
     Case("v1-no-instances", "v1", {"json": {"rows": []}}, 400, "'instances' list"),
     Case("v1-empty-instances", "v1", {"json": {"instances": []}}, 400, "'instances' is empty"),
     Case("v1-wrong-shape", "v1", {"json": {"instances": [[[0.0] * 8] * 7]}}, 400, "needs 64 elements"),
     Case("v1-bad-base64", "v1", {"json": {"instances": [{"image": {"b64": "%%%"}}]}}, 400, "not valid base64"),
     Case("v1-bad-instance", "v1", {"json": {"instances": [42]}}, 400, "instances[0]"),
-    Case("v1-nan", "v1", {"content": b'{"instances": [[NaN]]}', "headers": {"content-type": "application/json"}},
-         400, "unrecognized request format"),
+    Case(
+        "v1-nan",
+        "v1",
+        {"content": b'{"instances": [[NaN]]}', "headers": {"content-type": "application/json"}},
+        400,
+        "unrecognized request format",
+    ),
     Case("v1-top-k-not-int", "v1", {"json": {"instances": GOOD.tolist(), "parameters": {"top_k": "3"}}}, 400, "top_k"),
 ]
 
 
 def send(server: Server, case: Case) -> Any:
-    path = {"v1": f"/v1/models/{server.name}:predict", "v2": f"/v2/models/{server.name}/infer"}.get(case.path, case.path)
+    path = {"v1": f"/v1/models/{server.name}:predict", "v2": f"/v2/models/{server.name}/infer"}.get(
+        case.path, case.path
+    )
     return server.client.request(case.method, path, **case.request)
 
 
@@ -123,9 +188,20 @@ def test_bad_input_gets_4xx_json_and_server_stays_ready(cnn_server: Server, case
 SEQUENCE_CASES = [
     Case("features", "v2", v2_json([1, 4, 7], [0.0] * 28), 400, "dimension 2 must be 8"),
     Case("too-long", "v2", v2_json([1, 300, 8], [0.0] * 2400), 400, "sequence length must be from 1 to 256"),
-    Case("lengths-too-big", "v2", {"json": {"inputs": [
-        {"name": "input", "datatype": "FP32", "shape": [1, 2, 8], "data": [0.0] * 16},
-        {"name": "lengths", "datatype": "INT64", "shape": [1], "data": [5]}]}}, 400, "between 1 and 2"),
+    Case(
+        "lengths-too-big",
+        "v2",
+        {
+            "json": {
+                "inputs": [
+                    {"name": "input", "datatype": "FP32", "shape": [1, 2, 8], "data": [0.0] * 16},
+                    {"name": "lengths", "datatype": "INT64", "shape": [1], "data": [5]},
+                ]
+            }
+        },
+        400,
+        "between 1 and 2",
+    ),
     Case("v1-empty-sequence", "v1", {"json": {"instances": [[]]}}, 400, "non-empty list of time steps"),
     Case("v1-ragged-steps", "v1", {"json": {"instances": [[[0.0] * 8, [0.0] * 3]]}}, 400, "rectangular"),
 ]
@@ -167,7 +243,11 @@ def test_grpc_bad_input_gets_status(cnn_server: Server, inputs, model, code, say
 
 def test_truncated_bytes_element_is_rejected(cnn_server: Server) -> None:
     payload = struct.pack("<I", 50) + b"short"
-    header = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(payload)}}]}
+    header = {
+        "inputs": [
+            {"name": "image", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(payload)}}
+        ]
+    }
     response = cnn_server.client.post(f"/v2/models/{cnn_server.name}/infer", **binary(header, payload))
     assert response.status_code == 400 and "truncated" in response.json()["error"]
     assert_healthy(cnn_server)

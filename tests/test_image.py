@@ -82,8 +82,9 @@ def test_encoded_images_over_every_protocol(cnn_server: Server, cnn_heldout, mod
     v1 = cnn_server.v1({"instances": [{"image": {"b64": base64.b64encode(p).decode()}} for p in pngs]})
     assert v1.status_code == 200, v1.text
     v1_labels = np.array([p["label"] for p in v1.json()["predictions"]])
-    v2 = cnn_server.v2([{"name": "image", "datatype": "BYTES", "shape": [n],
-                         "data": [base64.b64encode(p).decode() for p in pngs]}])
+    v2 = cnn_server.v2(
+        [{"name": "image", "datatype": "BYTES", "shape": [n], "data": [base64.b64encode(p).decode() for p in pngs]}]
+    )
     assert v2.status_code == 200, v2.text
     v2_labels = np.array(next(o for o in v2.json()["outputs"] if o["name"] == "label")["data"])
     grpc_labels = cnn_server.grpc({"image": np.array(pngs, dtype=object)}).get_output_by_name("label").as_numpy()
@@ -118,14 +119,20 @@ def test_top_k_in_v1_and_v2(cnn_server: Server, cnn_heldout) -> None:
 
 def test_concurrent_requests_are_batched_and_equal_unbatched(cnn_server: Server, cnn_heldout) -> None:
     x, _ = cnn_heldout
-    singles = [cnn_server.v2_binary({"input": x[i : i + 1]}).get_output_by_name("probabilities").as_numpy()[0]
-               for i in range(48)]
+    singles = [
+        cnn_server.v2_binary({"input": x[i : i + 1]}).get_output_by_name("probabilities").as_numpy()[0]
+        for i in range(48)
+    ]
     before = batch_stats(cnn_server)
     with ThreadPoolExecutor(16) as pool:
-        concurrent = list(pool.map(
-            lambda i: cnn_server.v2_binary({"input": x[i : i + 1]}).get_output_by_name("probabilities").as_numpy()[0],
-            range(48),
-        ))
+        concurrent = list(
+            pool.map(
+                lambda i: (
+                    cnn_server.v2_binary({"input": x[i : i + 1]}).get_output_by_name("probabilities").as_numpy()[0]
+                ),
+                range(48),
+            )
+        )
     after = batch_stats(cnn_server)
     whole = cnn_server.v2_binary({"input": x[:48]}).get_output_by_name("probabilities").as_numpy()
     np.testing.assert_allclose(np.stack(concurrent), np.stack(singles), atol=1e-5)

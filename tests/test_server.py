@@ -34,11 +34,16 @@ def test_metrics_count_requests_by_protocol_and_status(cnn_server: Server) -> No
     assert cnn_server.v2_tensor("input", x[:, :, :4]).status_code == 400
     after = cnn_server.metrics()
     for protocol, status in [("v1", "200"), ("v2", "200"), ("grpc", "200"), ("v2", "400")]:
-        delta = (sample(after, "maas_requests_total", model="digits-cnn", protocol=protocol, status=status)
-                 - sample(before, "maas_requests_total", model="digits-cnn", protocol=protocol, status=status))
+        delta = sample(after, "maas_requests_total", model="digits-cnn", protocol=protocol, status=status) - sample(
+            before, "maas_requests_total", model="digits-cnn", protocol=protocol, status=status
+        )
         assert delta == 1, (protocol, status)
-    for histogram in ("maas_batch_size", "maas_queue_time_seconds", "maas_forward_time_seconds",
-                      "maas_request_duration_seconds"):
+    for histogram in (
+        "maas_batch_size",
+        "maas_queue_time_seconds",
+        "maas_forward_time_seconds",
+        "maas_request_duration_seconds",
+    ):
         assert sample(after, f"{histogram}_count", model="digits-cnn") > 0, histogram
     assert "request_predict_seconds" in after  # kserve's own metrics are still there
 
@@ -50,7 +55,7 @@ def test_unknown_model_requests_are_counted_without_new_labels(cnn_server: Serve
     assert sample(text, "maas_requests_total", model="_unknown", protocol="v2", status="404") >= 1
 
 
-SLOW_MODULE = '''
+SLOW_MODULE = """
 import time
 from predictors.zoo import ConvClassifier
 
@@ -58,7 +63,7 @@ class SlowNet(ConvClassifier):
     def __init__(self, delay: float, **kwargs):
         time.sleep(delay)
         super().__init__(**kwargs)
-'''
+"""
 
 
 def slow_copy(models_dir: Path, tmp_path: Path, delay: float) -> Path:
@@ -73,7 +78,7 @@ def slow_copy(models_dir: Path, tmp_path: Path, delay: float) -> Path:
 
 
 def test_live_while_loading_ready_only_after_load(models_dir: Path, tmp_path: Path) -> None:
-    proc, http_port, grpc_port, log = spawn(slow_copy(models_dir, tmp_path, 4.0), "--model_name", "slow", log_dir=tmp_path)
+    proc, http_port, _, _ = spawn(slow_copy(models_dir, tmp_path, 4.0), "--model_name", "slow", log_dir=tmp_path)
     url = f"http://127.0.0.1:{http_port}"
     seen_loading = False
     try:
@@ -112,8 +117,13 @@ def test_storage_uri_file_scheme(models_dir: Path, log_dir: Path) -> None:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "predictors", "--host", "127.0.0.1", "--http_port", "0",
-                           "--grpc_port", "0", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "predictors", "--host", "127.0.0.1", "--http_port", "0", "--grpc_port", "0", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def broken_copy(models_dir: Path, tmp_path: Path, edit) -> Path:  # type: ignore[no-untyped-def]
@@ -132,6 +142,7 @@ def set_config(key: str, value):  # type: ignore[no-untyped-def]
             target = target[part]
         target[last] = value
         (model_dir / "maas.yaml").write_text(yaml.safe_dump(config))
+
     return edit
 
 
@@ -148,8 +159,17 @@ def set_config(key: str, value):  # type: ignore[no-untyped-def]
         (set_config("module.class", "predictors.zoo:NoSuchNet"), 1, "cannot load module class"),
         (set_config("inputs", [{"name": "input", "datatype": "FP32", "shape": [-1, 3, 8, 8]}]), 1, "channels"),
     ],
-    ids=["missing-dir", "no-config", "bad-yaml", "unknown-family", "corrupt-weights", "no-weights",
-         "config-weights-mismatch", "unknown-class", "channels-mismatch"],
+    ids=[
+        "missing-dir",
+        "no-config",
+        "bad-yaml",
+        "unknown-family",
+        "corrupt-weights",
+        "no-weights",
+        "config-weights-mismatch",
+        "unknown-class",
+        "channels-mismatch",
+    ],
 )
 def test_broken_model_directory_fails_at_start(models_dir: Path, tmp_path: Path, edit, code: int, says: str) -> None:
     result = run_cli("--model_dir", str(broken_copy(models_dir, tmp_path, edit)))
@@ -175,14 +195,26 @@ def test_bad_settings_fail_at_start(models_dir: Path, args: list[str], code: int
 
 
 def test_import_is_cheap() -> None:
-    code = "import sys, predictors, predictors.settings, predictors.config; print(sorted(m for m in ('torch', 'kserve', 'transformers') if m in sys.modules))"
+    code = (
+        "import sys, predictors, predictors.settings, predictors.config;"
+        "print(sorted(m for m in ('torch', 'kserve', 'transformers') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 
 def test_help_lists_maas_and_kserve_flags() -> None:
-    out = subprocess.run([sys.executable, "-m", "predictors", "--help"], cwd=ROOT, capture_output=True, text=True,
-                         check=True).stdout
-    for flag in ("--model_dir", "--max_batch_size", "--max_batch_delay_ms", "--device", "--http_port", "--grpc_port",
-                 "--workers", "--enable_grpc"):
+    out = subprocess.run(
+        [sys.executable, "-m", "predictors", "--help"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    for flag in (
+        "--model_dir",
+        "--max_batch_size",
+        "--max_batch_delay_ms",
+        "--device",
+        "--http_port",
+        "--grpc_port",
+        "--workers",
+        "--enable_grpc",
+    ):
         assert re.search(rf"\s{flag}\b", out), flag

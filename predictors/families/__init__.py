@@ -31,10 +31,8 @@ def model_class(family: str) -> type[MaasModel]:
     try:
         key = Family(family)
     except ValueError:
-        raise ConfigError(
-            f"unknown model family {family!r}; expected one of {[f.value for f in Family]}"
-        ) from None
+        raise ConfigError(f"unknown model family {family!r}; expected one of {[f.value for f in Family]}") from None
     if key not in REGISTRY:
         raise ConfigError(f"model family {family!r} is not available in this version of maas")
     module_name, class_name = REGISTRY[key].split(":")
-    return getattr(importlib.import_module(module_name), class_name)  # type: ignore[no-any-return]
+    return getattr(importlib.import_module(module_name), class_name)

@@ -77,9 +77,7 @@ class ImageModel(ClassifierOutputs, MaasModel[np.ndarray]):
         if isinstance(instance, list):
             _, c, h, w = self.tensor_spec.shape
             return float_instances(f"instances[{index}]", [instance], (1, c, h, w))[0]
-        raise InvalidRequest(
-            f"instances[{index}]: expected a [C][H][W] list or {{\"image\": {{\"b64\": \"...\"}}}}"
-        )
+        raise InvalidRequest(f'instances[{index}]: expected a [C][H][W] list or {{"image": {{"b64": "..."}}}}')
 
     def decode_image(self, raw: bytes, index: int, allow_base64: bool = False) -> np.ndarray:
         """PNG/JPEG bytes to a normalised ``[C, H, W]`` float32 array at the model's size."""
@@ -91,11 +89,11 @@ class ImageModel(ClassifierOutputs, MaasModel[np.ndarray]):
         if allow_base64 and not raw.startswith((b"\x89PNG", b"\xff\xd8")):
             raw = _b64(raw.decode("ascii", "replace"), index)
         try:
-            with Image.open(io.BytesIO(raw)) as img:
-                if img.format not in ("PNG", "JPEG"):
-                    raise InvalidRequest(f"image {index}: format {img.format} is not supported; send PNG or JPEG")
-                img.draft(prep.color_mode, (w, h))
-                img = img.convert(prep.color_mode)
+            with Image.open(io.BytesIO(raw)) as opened:
+                if opened.format not in ("PNG", "JPEG"):
+                    raise InvalidRequest(f"image {index}: format {opened.format} is not supported; send PNG or JPEG")
+                opened.draft(prep.color_mode, (w, h))
+                img = opened.convert(prep.color_mode)
                 if img.size != (w, h):
                     img = img.resize((w, h), Image.Resampling[prep.resample.upper()])
                 pixels = np.asarray(img, dtype=np.float32)

@@ -96,8 +96,9 @@ class SequenceModel(ClassifierOutputs, MaasModel[Part]):
         if len(parts) == 1:
             x, lengths = parts[0]
         else:
-            x = np.full((sum(len(p[1]) for p in parts), steps, self.features), self.config.sequence.pad_value,
-                        dtype=np.float32)
+            x = np.full(
+                (sum(len(p[1]) for p in parts), steps, self.features), self.config.sequence.pad_value, dtype=np.float32
+            )
             row = 0
             for px, _ in parts:
                 x[row : row + len(px), : px.shape[1]] = px
