@@ -72,7 +72,7 @@ Namespace the version controller manages.
 {{- end }}
 
 {{/*
-Deep-merge .override into .base in place: maps merge key by key, anything else replaces, null keeps the base.
+Deep-merge .override into .base in place: maps merge key by key, anything else replaces, null removes the key.
 (sprig's mergeOverwrite skips zero values, so a model could not set minReplicas: 0 over a default of 1.)
 */}}
 {{- define "maas.mergeInto" -}}
@@ -80,6 +80,7 @@ Deep-merge .override into .base in place: maps merge key by key, anything else r
 {{- range $key, $value := .override }}
 {{- $current := get $base $key }}
 {{- if kindIs "invalid" $value }}
+{{- $_ := unset $base $key }}
 {{- else if and (kindIs "map" $value) (kindIs "map" $current) }}
 {{- include "maas.mergeInto" (dict "base" $current "override" $value) }}
 {{- else }}
