@@ -24,8 +24,13 @@ CHART = REPO / "helm" / "maas"
 MANIFESTS = REPO / "manifests"
 KUBE_VERSION = "1.30.0"
 SCHEMA = yaml.safe_load((Path(__file__).with_name("kserve-schema.yaml")).read_text())
-PROJECT_KINDS = {"InferenceService", "ServingRuntime", "ClusterServingRuntime", "PodMonitor",
-                 "ServiceMonitor"}
+PROJECT_KINDS = {
+    "InferenceService",
+    "ServingRuntime",
+    "ClusterServingRuntime",
+    "PodMonitor",
+    "ServiceMonitor",
+}
 
 Obj = dict[str, Any]
 
@@ -49,8 +54,13 @@ class Rendered:
         return self.one("InferenceService", name)
 
 
-def render_chart(chart: helm_python.Chart, values: Obj | None = None, *, name: str = "demo",
-                 namespace: str = "ml") -> Rendered:
+def render_chart(
+    chart: helm_python.Chart,
+    values: Obj | None = None,
+    *,
+    name: str = "demo",
+    namespace: str = "ml",
+) -> Rendered:
     """Render with the real Helm engine (values schema included) and parse every manifest."""
     manifests = chart.render(values or {}, name=name, namespace=namespace)
     objects = [
@@ -73,8 +83,11 @@ def _pod_parts(obj: Obj) -> Iterator[tuple[str, Obj]]:
     """The Kubernetes pod pieces embedded in a KServe object, each wrapped as a Pod."""
     spec = obj["spec"]
     if obj["kind"] in ("ServingRuntime", "ClusterServingRuntime"):
-        pod_spec = {k: spec[k] for k in ("containers", "volumes", "imagePullSecrets",
-                                         "nodeSelector", "tolerations") if k in spec}
+        pod_spec = {
+            k: spec[k]
+            for k in ("containers", "volumes", "imagePullSecrets", "nodeSelector", "tolerations")
+            if k in spec
+        }
         yield "runtime pod", pod_spec
     elif obj["kind"] == "InferenceService":
         predictors = [spec["predictor"]] + [c["predictor"] for c in spec.get("canary", [])]
@@ -95,9 +108,12 @@ def check_object(obj: Obj) -> None:
     if obj["kind"] in PROJECT_KINDS:
         jsonschema.Draft202012Validator(SCHEMA).validate(obj)
         for what, pod_spec in _pod_parts(obj):
-            pod = {"apiVersion": "v1", "kind": "Pod",
-                   "metadata": {"name": f"{obj['metadata']['name']}-{what.replace(' ', '-')}"},
-                   "spec": copy.deepcopy(pod_spec)}
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": f"{obj['metadata']['name']}-{what.replace(' ', '-')}"},
+                "spec": copy.deepcopy(pod_spec),
+            }
             kubernetes_validate.validate(pod, KUBE_VERSION, strict=True)
     else:
         kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)

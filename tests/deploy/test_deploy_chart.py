@@ -7,7 +7,6 @@ from typing import Any
 import helm_python
 import pytest
 import yaml
-
 from deploy_support import CHART, KUBE_VERSION, check_maas_runtime, check_object, model
 
 
@@ -17,12 +16,29 @@ def env_of(isvc: dict[str, Any]) -> dict[str, str]:
 
 EVERYTHING = {
     "models": [
-        model("resnet", "image", gpu={"count": 1, "type": "NVIDIA-L4"},
-              canary={"storageUri": "pvc://maas-models/resnet-v2", "trafficPercent": 10}),
-        model("lstm", "sequence", autoscaling={"class": "keda", "minReplicas": 0, "maxReplicas": 4,
-                                               "scaleMetric": "prometheus", "scaleTarget": 20}),
-        model("bert", "transformer", deploymentMode="Knative",
-              autoscaling={"class": "kpa", "minReplicas": 0, "maxReplicas": 5}),
+        model(
+            "resnet",
+            "image",
+            gpu={"count": 1, "type": "NVIDIA-L4"},
+            canary={"storageUri": "pvc://maas-models/resnet-v2", "trafficPercent": 10},
+        ),
+        model(
+            "lstm",
+            "sequence",
+            autoscaling={
+                "class": "keda",
+                "minReplicas": 0,
+                "maxReplicas": 4,
+                "scaleMetric": "prometheus",
+                "scaleTarget": 20,
+            },
+        ),
+        model(
+            "bert",
+            "transformer",
+            deploymentMode="Knative",
+            autoscaling={"class": "kpa", "minReplicas": 0, "maxReplicas": 5},
+        ),
         model("gpt", "generative", autoscaling={"class": "keda", "maxReplicas": 2}),
     ],
     "controller": {"enabled": True, "prometheusUrl": "http://prometheus.monitoring:9090"},
@@ -47,9 +63,18 @@ def test_every_rendered_object_validates(render, values):
     for obj in rendered.objects:
         check_object(obj)
     if values:
-        assert kinds == {"ServingRuntime", "InferenceService", "Deployment", "ServiceAccount",
-                         "Role", "RoleBinding", "PodMonitor", "ServiceMonitor", "NetworkPolicy",
-                         "Pod"}
+        assert kinds == {
+            "ServingRuntime",
+            "InferenceService",
+            "Deployment",
+            "ServiceAccount",
+            "Role",
+            "RoleBinding",
+            "PodMonitor",
+            "ServiceMonitor",
+            "NetworkPolicy",
+            "Pod",
+        }
 
 
 def test_defaults_install_only_the_runtime(render):
@@ -66,11 +91,17 @@ def test_defaults_install_only_the_runtime(render):
 
 
 def test_runtime_kind_image_and_extra_args(render):
-    rendered = render({
-        "runtime": {"kind": "ClusterServingRuntime", "name": "maas", "runAsUser": None,
-                    "extraArgs": ["--workers=2"]},
-        "image": {"repository": "registry.local/maas", "tag": "dev", "pullPolicy": "Never"},
-    })
+    rendered = render(
+        {
+            "runtime": {
+                "kind": "ClusterServingRuntime",
+                "name": "maas",
+                "runAsUser": None,
+                "extraArgs": ["--workers=2"],
+            },
+            "image": {"repository": "registry.local/maas", "tag": "dev", "pullPolicy": "Never"},
+        }
+    )
     runtime = rendered.one("ClusterServingRuntime", "maas")
     check_maas_runtime(runtime)
     assert "namespace" not in runtime["metadata"]
@@ -100,65 +131,179 @@ def test_cpu_model(render):
 
 
 def test_gpu_model(render):
-    values = {"models": [model(
-        "llm", "generative", device="cuda", dtype="bfloat16",
-        resources={"limits": {"memory": "24Gi"}},
-        gpu={"count": 2, "type": "NVIDIA-A100-SXM4-80GB"},
-        tolerations=[{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}],
-        affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [{"matchExpressions": [
-                {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["a"]}]}]}}},
-    )]}
+    values = {
+        "models": [
+            model(
+                "llm",
+                "generative",
+                device="cuda",
+                dtype="bfloat16",
+                resources={"limits": {"memory": "24Gi"}},
+                gpu={"count": 2, "type": "NVIDIA-A100-SXM4-80GB"},
+                tolerations=[
+                    {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}
+                ],
+                affinity={
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [
+                                {
+                                    "matchExpressions": [
+                                        {
+                                            "key": "topology.kubernetes.io/zone",
+                                            "operator": "In",
+                                            "values": ["a"],
+                                        }
+                                    ]
+                                }
+                            ]
+                        }
+                    }
+                },
+            )
+        ]
+    }
     predictor = render(values).isvc("llm")["spec"]["predictor"]
     assert predictor["model"]["resources"]["limits"] == {"memory": "24Gi", "nvidia.com/gpu": 2}
-    assert predictor["nodeSelector"] == {"nvidia.com/gpu.present": "true",
-                                         "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
-    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in predictor["tolerations"]
+    assert predictor["nodeSelector"] == {
+        "nvidia.com/gpu.present": "true",
+        "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB",
+    }
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in predictor[
+        "tolerations"
+    ]
     assert len(predictor["tolerations"]) == 2
     assert predictor["affinity"] == values["models"][0]["affinity"]
     assert env_of(render(values).isvc("llm"))["MAAS_DEVICE"] == "cuda"
 
 
 def test_gpu_settings_are_configurable(render):
-    gpu = {"count": 1, "resourceName": "amd.com/gpu", "type": "MI300X", "productLabel": "amd.com/gpu.product-name",
-           "nodeSelector": {"amd.com/gpu.present": "true", "nvidia.com/gpu.present": None},
-           "tolerations": []}
+    gpu = {
+        "count": 1,
+        "resourceName": "amd.com/gpu",
+        "type": "MI300X",
+        "productLabel": "amd.com/gpu.product-name",
+        "nodeSelector": {"amd.com/gpu.present": "true", "nvidia.com/gpu.present": None},
+        "tolerations": [],
+    }
     predictor = render({"models": [model("m", gpu=gpu)]}).isvc("m")["spec"]["predictor"]
     assert predictor["model"]["resources"] == {"limits": {"amd.com/gpu": 1}}
-    assert predictor["nodeSelector"] == {"amd.com/gpu.present": "true", "amd.com/gpu.product-name": "MI300X"}
+    assert predictor["nodeSelector"] == {
+        "amd.com/gpu.present": "true",
+        "amd.com/gpu.product-name": "MI300X",
+    }
     assert "tolerations" not in predictor
 
 
 AUTOSCALING = [
     pytest.param(
-        "Standard", {"class": "hpa", "minReplicas": 2, "maxReplicas": 6, "scaleMetric": "memory", "scaleTarget": 70},
+        "Standard",
+        {
+            "class": "hpa",
+            "minReplicas": 2,
+            "maxReplicas": 6,
+            "scaleMetric": "memory",
+            "scaleTarget": 70,
+        },
         {"serving.kserve.io/autoscalerClass": "hpa"},
-        {"minReplicas": 2, "maxReplicas": 6, "scaleMetric": "memory", "scaleTarget": 70}, id="standard-hpa"),
+        {"minReplicas": 2, "maxReplicas": 6, "scaleMetric": "memory", "scaleTarget": 70},
+        id="standard-hpa",
+    ),
     pytest.param(
-        "Standard", {"class": "none", "minReplicas": 3, "maxReplicas": 3},
-        {"serving.kserve.io/autoscalerClass": "none"}, {"minReplicas": 3}, id="standard-none"),
+        "Standard",
+        {"class": "none", "minReplicas": 3, "maxReplicas": 3},
+        {"serving.kserve.io/autoscalerClass": "none"},
+        {"minReplicas": 3},
+        id="standard-none",
+    ),
     pytest.param(
-        "Standard", {"class": "keda", "minReplicas": 1, "maxReplicas": 4, "scaleMetric": "cpu", "scaleTarget": 60},
+        "Standard",
+        {
+            "class": "keda",
+            "minReplicas": 1,
+            "maxReplicas": 4,
+            "scaleMetric": "cpu",
+            "scaleTarget": 60,
+        },
         {"serving.kserve.io/autoscalerClass": "keda"},
-        {"minReplicas": 1, "maxReplicas": 4, "autoScaling": {"metrics": [{"type": "Resource", "resource": {
-            "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}}}]}},
-        id="standard-keda-cpu"),
+        {
+            "minReplicas": 1,
+            "maxReplicas": 4,
+            "autoScaling": {
+                "metrics": [
+                    {
+                        "type": "Resource",
+                        "resource": {
+                            "name": "cpu",
+                            "target": {"type": "Utilization", "averageUtilization": 60},
+                        },
+                    }
+                ]
+            },
+        },
+        id="standard-keda-cpu",
+    ),
     pytest.param(
-        "RawDeployment", {"class": "keda", "minReplicas": 0, "maxReplicas": 4, "scaleMetric": "prometheus",
-                          "scaleTarget": 25, "prometheus": {"serverAddress": "http://prom:9090", "query": "up"}},
+        "RawDeployment",
+        {
+            "class": "keda",
+            "minReplicas": 0,
+            "maxReplicas": 4,
+            "scaleMetric": "prometheus",
+            "scaleTarget": 25,
+            "prometheus": {"serverAddress": "http://prom:9090", "query": "up"},
+        },
         {"serving.kserve.io/autoscalerClass": "keda"},
-        {"minReplicas": 0, "maxReplicas": 4, "autoScaling": {"metrics": [{"type": "External", "external": {
-            "metric": {"backend": "prometheus", "serverAddress": "http://prom:9090", "query": "up"},
-            "target": {"type": "Value", "value": "25"}}}]}},
-        id="standard-keda-scale-to-zero"),
+        {
+            "minReplicas": 0,
+            "maxReplicas": 4,
+            "autoScaling": {
+                "metrics": [
+                    {
+                        "type": "External",
+                        "external": {
+                            "metric": {
+                                "backend": "prometheus",
+                                "serverAddress": "http://prom:9090",
+                                "query": "up",
+                            },
+                            "target": {"type": "Value", "value": "25"},
+                        },
+                    }
+                ]
+            },
+        },
+        id="standard-keda-scale-to-zero",
+    ),
     pytest.param(
-        "Knative", {"class": "kpa", "minReplicas": 0, "maxReplicas": 8, "scaleMetric": "rps", "scaleTarget": 50},
+        "Knative",
+        {
+            "class": "kpa",
+            "minReplicas": 0,
+            "maxReplicas": 8,
+            "scaleMetric": "rps",
+            "scaleTarget": 50,
+        },
         {"autoscaling.knative.dev/class": "kpa.autoscaling.knative.dev"},
-        {"minReplicas": 0, "maxReplicas": 8, "scaleMetric": "rps", "scaleTarget": 50}, id="knative-kpa"),
+        {"minReplicas": 0, "maxReplicas": 8, "scaleMetric": "rps", "scaleTarget": 50},
+        id="knative-kpa",
+    ),
     pytest.param(
-        "Serverless", {"class": "hpa", "minReplicas": 1, "maxReplicas": 3, "scaleMetric": "cpu", "scaleTarget": 80},
-        {"autoscaling.knative.dev/class": "hpa.autoscaling.knative.dev", "serving.kserve.io/autoscalerClass": "hpa"},
-        {"minReplicas": 1, "maxReplicas": 3, "scaleMetric": "cpu", "scaleTarget": 80}, id="knative-hpa"),
+        "Serverless",
+        {
+            "class": "hpa",
+            "minReplicas": 1,
+            "maxReplicas": 3,
+            "scaleMetric": "cpu",
+            "scaleTarget": 80,
+        },
+        {
+            "autoscaling.knative.dev/class": "hpa.autoscaling.knative.dev",
+            "serving.kserve.io/autoscalerClass": "hpa",
+        },
+        {"minReplicas": 1, "maxReplicas": 3, "scaleMetric": "cpu", "scaleTarget": 80},
+        id="knative-hpa",
+    ),
 ]
 
 
@@ -174,21 +319,39 @@ def test_autoscaling_per_class(render, mode, autoscaling, annotations, predictor
 
 
 def test_keda_defaults_to_cpu_and_to_the_models_request_rate(render):
-    values = {"models": [
-        model("a", autoscaling={"class": "keda", "maxReplicas": 2}),
-        model("b", autoscaling={"class": "keda", "minReplicas": 0, "maxReplicas": 2,
-                                "scaleMetric": "prometheus", "scaleTarget": 5}),
-    ]}
+    values = {
+        "models": [
+            model("a", autoscaling={"class": "keda", "maxReplicas": 2}),
+            model(
+                "b",
+                autoscaling={
+                    "class": "keda",
+                    "minReplicas": 0,
+                    "maxReplicas": 2,
+                    "scaleMetric": "prometheus",
+                    "scaleTarget": 5,
+                },
+            ),
+        ]
+    }
     rendered = render(values)
     (metric,) = rendered.isvc("a")["spec"]["predictor"]["autoScaling"]["metrics"]
-    assert metric["resource"] == {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}
+    assert metric["resource"] == {
+        "name": "cpu",
+        "target": {"type": "Utilization", "averageUtilization": 80},
+    }
     (metric,) = rendered.isvc("b")["spec"]["predictor"]["autoScaling"]["metrics"]
-    assert metric["external"]["metric"]["query"] == 'sum(rate(maas_requests_total{namespace="ml",model="b"}[1m]))'
+    assert (
+        metric["external"]["metric"]["query"]
+        == 'sum(rate(maas_requests_total{namespace="ml",model="b"}[1m]))'
+    )
 
 
 def test_knative_canary_routes_a_share_to_the_new_revision(render):
     canary = {"storageUri": "pvc://maas-models/bert-v2", "trafficPercent": 25}
-    isvc = render({"models": [model("bert", "transformer", deploymentMode="Knative", canary=canary)]}).isvc("bert")
+    isvc = render(
+        {"models": [model("bert", "transformer", deploymentMode="Knative", canary=canary)]}
+    ).isvc("bert")
     check_object(isvc)
     predictor = isvc["spec"]["predictor"]
     assert predictor["canaryTrafficPercent"] == 25
@@ -198,9 +361,22 @@ def test_knative_canary_routes_a_share_to_the_new_revision(render):
 
 
 def test_standard_canary_is_a_second_predictor(render):
-    canary = {"storageUri": "pvc://maas-models/bert-v2", "trafficPercent": 30, "name": "v2", "replicas": 1}
-    values = {"models": [model("bert", "transformer", canary=canary,
-                               autoscaling={"minReplicas": 2, "maxReplicas": 4})]}
+    canary = {
+        "storageUri": "pvc://maas-models/bert-v2",
+        "trafficPercent": 30,
+        "name": "v2",
+        "replicas": 1,
+    }
+    values = {
+        "models": [
+            model(
+                "bert",
+                "transformer",
+                canary=canary,
+                autoscaling={"minReplicas": 2, "maxReplicas": 4},
+            )
+        ]
+    }
     isvc = render(values).isvc("bert")
     check_object(isvc)
     assert "canaryTrafficPercent" not in isvc["spec"]["predictor"]
@@ -209,10 +385,15 @@ def test_standard_canary_is_a_second_predictor(render):
     assert entry["trafficPercent"] == 30
     assert entry["predictor"]["name"] == "v2"
     assert entry["predictor"]["minReplicas"] == 1
-    assert entry["predictor"]["model"] == {"modelFormat": {"name": "maas-transformer", "version": "1"},
-                                           "runtime": "demo-maas", "storageUri": "pvc://maas-models/bert-v2"}
+    assert entry["predictor"]["model"] == {
+        "modelFormat": {"name": "maas-transformer", "version": "1"},
+        "runtime": "demo-maas",
+        "storageUri": "pvc://maas-models/bert-v2",
+    }
     # KServe gives the canary fixed replicas and rejects autoscaling fields on it.
-    assert not {"maxReplicas", "scaleMetric", "scaleTarget", "autoScaling"} & set(entry["predictor"])
+    assert not {"maxReplicas", "scaleMetric", "scaleTarget", "autoScaling"} & set(
+        entry["predictor"]
+    )
 
 
 def test_standard_canary_name_defaults(render):
@@ -227,8 +408,11 @@ def test_batching_and_env_reach_the_predictor(render):
         "defaults": {"batching": {"maxBatchSize": 32, "maxBatchDelayMs": 0}},
         "models": [
             model("a", batching={"maxQueueSize": 256}),
-            model("b", batching={"maxBatchSize": 1}, env=[{"name": "MAAS_DTYPE", "value": "float16"},
-                                                          {"name": "EXTRA", "value": "x"}]),
+            model(
+                "b",
+                batching={"maxBatchSize": 1},
+                env=[{"name": "MAAS_DTYPE", "value": "float16"}, {"name": "EXTRA", "value": "x"}],
+            ),
         ],
     }
     rendered = render(values)
@@ -255,8 +439,13 @@ def test_models_override_chart_defaults(render):
         },
         "models": [
             model("a"),
-            model("b", gpu={"count": 0}, deploymentMode="Standard",
-                  autoscaling={"class": "hpa", "maxReplicas": 2}, nodeSelector={"pool": "cpu"}),
+            model(
+                "b",
+                gpu={"count": 0},
+                deploymentMode="Standard",
+                autoscaling={"class": "hpa", "maxReplicas": 2},
+                nodeSelector={"pool": "cpu"},
+            ),
             model("c", autoscaling={"minReplicas": 0}, runtime="my-runtime"),
         ],
     }
@@ -276,12 +465,23 @@ def test_models_override_chart_defaults(render):
 
 
 def test_several_models_and_the_knative_runtime(render):
-    values = {"models": [model(f"m{i}", family) for i, family in
-                         enumerate(("image", "sequence", "transformer", "generative"))]}
+    values = {
+        "models": [
+            model(f"m{i}", family)
+            for i, family in enumerate(("image", "sequence", "transformer", "generative"))
+        ]
+    }
     rendered = render(values)
-    assert [i["metadata"]["name"] for i in rendered.of_kind("InferenceService")] == ["m0", "m1", "m2", "m3"]
+    assert [i["metadata"]["name"] for i in rendered.of_kind("InferenceService")] == [
+        "m0",
+        "m1",
+        "m2",
+        "m3",
+    ]
     assert [r["metadata"]["name"] for r in rendered.of_kind("ServingRuntime")] == ["demo-maas"]
-    assert [p["metadata"]["name"] for p in rendered.of_kind("Pod")] == [f"demo-maas-test-m{i}" for i in range(4)]
+    assert [p["metadata"]["name"] for p in rendered.of_kind("Pod")] == [
+        f"demo-maas-test-m{i}" for i in range(4)
+    ]
 
     values["models"][2]["deploymentMode"] = "Knative"
     values["models"][2]["autoscaling"] = {"class": "kpa"}
@@ -300,8 +500,16 @@ def test_runtime_can_be_left_to_the_cluster(render):
 
 
 def test_helm_test_calls_each_models_readiness_endpoint(render):
-    rendered = render({"models": [model("resnet"), model("bert", "transformer", deploymentMode="Knative",
-                                                         autoscaling={"class": "kpa"})]})
+    rendered = render(
+        {
+            "models": [
+                model("resnet"),
+                model(
+                    "bert", "transformer", deploymentMode="Knative", autoscaling={"class": "kpa"}
+                ),
+            ]
+        }
+    )
     pods = {p["metadata"]["name"]: p for p in rendered.of_kind("Pod")}
     assert set(pods) == {"demo-maas-test-resnet", "demo-maas-test-bert"}
     for name in ("resnet", "bert"):
@@ -325,8 +533,15 @@ def test_notes_tell_how_to_call_each_model(render):
 
 @pytest.mark.parametrize("all_namespaces", [False, True])
 def test_version_controller(render, all_namespaces):
-    values = {"controller": {"enabled": True, "allNamespaces": all_namespaces, "namespace": "models",
-                             "prometheusUrl": "http://prom:9090", "interval": "1m"}}
+    values = {
+        "controller": {
+            "enabled": True,
+            "allNamespaces": all_namespaces,
+            "namespace": "models",
+            "prometheusUrl": "http://prom:9090",
+            "interval": "1m",
+        }
+    }
     rendered = render(values)
     deployment = rendered.one("Deployment", "demo-maas-controller")
     pod = deployment["spec"]["template"]["spec"]
@@ -339,25 +554,43 @@ def test_version_controller(render, all_namespaces):
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert {m["mountPath"] for m in container["volumeMounts"]} == {"/tmp"}
     assert deployment["spec"]["selector"]["matchLabels"] == {
-        "app.kubernetes.io/name": "maas", "app.kubernetes.io/instance": "demo",
-        "app.kubernetes.io/component": "controller"}
+        "app.kubernetes.io/name": "maas",
+        "app.kubernetes.io/instance": "demo",
+        "app.kubernetes.io/component": "controller",
+    }
 
-    role_kind, binding_kind = ("ClusterRole", "ClusterRoleBinding") if all_namespaces else ("Role", "RoleBinding")
+    role_kind, binding_kind = (
+        ("ClusterRole", "ClusterRoleBinding") if all_namespaces else ("Role", "RoleBinding")
+    )
     role = rendered.one(role_kind, "demo-maas-controller")
     rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): set(r["verbs"]) for r in role["rules"]}
     assert rules == {
-        (("serving.kserve.io",), ("inferenceservices",)): {"get", "list", "watch", "create", "update", "patch"},
+        (("serving.kserve.io",), ("inferenceservices",)): {
+            "get",
+            "list",
+            "watch",
+            "create",
+            "update",
+            "patch",
+        },
         (("serving.kserve.io",), ("inferenceservices/status",)): {"get"},
         (("",), ("configmaps",)): {"get", "list", "watch", "create", "update", "patch"},
         (("",), ("events",)): {"create", "patch"},
     }
     binding = rendered.one(binding_kind, "demo-maas-controller")
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind,
-                                  "name": "demo-maas-controller"}
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": "ml"}]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": role_kind,
+        "name": "demo-maas-controller",
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": "ml"}
+    ]
     if not all_namespaces:
         assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "models"
-    assert rendered.one("ServiceAccount", pod["serviceAccountName"])["metadata"]["namespace"] == "ml"
+    assert (
+        rendered.one("ServiceAccount", pod["serviceAccountName"])["metadata"]["namespace"] == "ml"
+    )
 
 
 def test_controller_is_off_by_default(render):
@@ -368,12 +601,17 @@ def test_controller_is_off_by_default(render):
 def test_monitors_and_network_policy_select_the_models(render):
     rendered = render(EVERYTHING)
     names = ["resnet", "lstm", "bert", "gpt"]
-    selector = {"matchExpressions": [{"key": "serving.kserve.io/inferenceservice", "operator": "In",
-                                      "values": names}]}
+    selector = {
+        "matchExpressions": [
+            {"key": "serving.kserve.io/inferenceservice", "operator": "In", "values": names}
+        ]
+    }
     pod_monitor = rendered.one("PodMonitor", "demo-maas")
     assert pod_monitor["spec"]["selector"] == selector
     assert {(e["port"], e["path"]) for e in pod_monitor["spec"]["podMetricsEndpoints"]} == {
-        ("http1", "/metrics"), ("user-port", "/metrics")}
+        ("http1", "/metrics"),
+        ("user-port", "/metrics"),
+    }
     assert rendered.one("ServiceMonitor", "demo-maas")["spec"]["selector"] == selector
     policy = rendered.one("NetworkPolicy", "demo-maas-models")["spec"]
     assert policy["podSelector"] == selector
