@@ -195,119 +195,76 @@ def test_gpu_settings_are_configurable(render):
     assert "tolerations" not in predictor
 
 
+def plain(cls: str, low: int, high: int, metric: str, target: int) -> tuple[dict, dict]:
+    """Autoscaling values KServe takes as written (hpa, kpa), and the predictor fields they give."""
+    fields = {"minReplicas": low, "maxReplicas": high, "scaleMetric": metric, "scaleTarget": target}
+    return {"class": cls, **fields}, fields
+
+
+def keda(low: int, high: int, metric: dict, **settings: object) -> tuple[dict, dict]:
+    """KEDA values, and the predictor fields: KServe takes KEDA metrics only in autoScaling."""
+    values = {"class": "keda", "minReplicas": low, "maxReplicas": high, **settings}
+    return values, {"minReplicas": low, "maxReplicas": high, "autoScaling": {"metrics": [metric]}}
+
+
+HPA = {"serving.kserve.io/autoscalerClass": "hpa"}
+KEDA = {"serving.kserve.io/autoscalerClass": "keda"}
+CPU_60 = {
+    "type": "Resource",
+    "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}},
+}
+PROMETHEUS = {
+    "type": "External",
+    "external": {
+        "metric": {"backend": "prometheus", "serverAddress": "http://prom:9090", "query": "up"},
+        "target": {"type": "Value", "value": "25"},
+    },
+}
+
 AUTOSCALING = [
+    pytest.param("Standard", HPA, *plain("hpa", 2, 6, "memory", 70), id="standard-hpa"),
     pytest.param(
         "Standard",
-        {
-            "class": "hpa",
-            "minReplicas": 2,
-            "maxReplicas": 6,
-            "scaleMetric": "memory",
-            "scaleTarget": 70,
-        },
-        {"serving.kserve.io/autoscalerClass": "hpa"},
-        {"minReplicas": 2, "maxReplicas": 6, "scaleMetric": "memory", "scaleTarget": 70},
-        id="standard-hpa",
-    ),
-    pytest.param(
-        "Standard",
-        {"class": "none", "minReplicas": 3, "maxReplicas": 3},
         {"serving.kserve.io/autoscalerClass": "none"},
+        {"class": "none", "minReplicas": 3, "maxReplicas": 3},
         {"minReplicas": 3},
         id="standard-none",
     ),
     pytest.param(
         "Standard",
-        {
-            "class": "keda",
-            "minReplicas": 1,
-            "maxReplicas": 4,
-            "scaleMetric": "cpu",
-            "scaleTarget": 60,
-        },
-        {"serving.kserve.io/autoscalerClass": "keda"},
-        {
-            "minReplicas": 1,
-            "maxReplicas": 4,
-            "autoScaling": {
-                "metrics": [
-                    {
-                        "type": "Resource",
-                        "resource": {
-                            "name": "cpu",
-                            "target": {"type": "Utilization", "averageUtilization": 60},
-                        },
-                    }
-                ]
-            },
-        },
+        KEDA,
+        *keda(1, 4, CPU_60, scaleMetric="cpu", scaleTarget=60),
         id="standard-keda-cpu",
     ),
     pytest.param(
         "RawDeployment",
-        {
-            "class": "keda",
-            "minReplicas": 0,
-            "maxReplicas": 4,
-            "scaleMetric": "prometheus",
-            "scaleTarget": 25,
-            "prometheus": {"serverAddress": "http://prom:9090", "query": "up"},
-        },
-        {"serving.kserve.io/autoscalerClass": "keda"},
-        {
-            "minReplicas": 0,
-            "maxReplicas": 4,
-            "autoScaling": {
-                "metrics": [
-                    {
-                        "type": "External",
-                        "external": {
-                            "metric": {
-                                "backend": "prometheus",
-                                "serverAddress": "http://prom:9090",
-                                "query": "up",
-                            },
-                            "target": {"type": "Value", "value": "25"},
-                        },
-                    }
-                ]
-            },
-        },
+        KEDA,
+        *keda(
+            0,
+            4,
+            PROMETHEUS,
+            scaleMetric="prometheus",
+            scaleTarget=25,
+            prometheus={"serverAddress": "http://prom:9090", "query": "up"},
+        ),
         id="standard-keda-scale-to-zero",
     ),
     pytest.param(
         "Knative",
-        {
-            "class": "kpa",
-            "minReplicas": 0,
-            "maxReplicas": 8,
-            "scaleMetric": "rps",
-            "scaleTarget": 50,
-        },
         {"autoscaling.knative.dev/class": "kpa.autoscaling.knative.dev"},
-        {"minReplicas": 0, "maxReplicas": 8, "scaleMetric": "rps", "scaleTarget": 50},
+        *plain("kpa", 0, 8, "rps", 50),
         id="knative-kpa",
     ),
     pytest.param(
         "Serverless",
-        {
-            "class": "hpa",
-            "minReplicas": 1,
-            "maxReplicas": 3,
-            "scaleMetric": "cpu",
-            "scaleTarget": 80,
-        },
-        {
-            "autoscaling.knative.dev/class": "hpa.autoscaling.knative.dev",
-            "serving.kserve.io/autoscalerClass": "hpa",
-        },
-        {"minReplicas": 1, "maxReplicas": 3, "scaleMetric": "cpu", "scaleTarget": 80},
+        {"autoscaling.knative.dev/class": "hpa.autoscaling.knative.dev", **HPA},
+        *plain("hpa", 1, 3, "cpu", 80),
         id="knative-hpa",
     ),
 ]
 
 
-@pytest.mark.parametrize(("mode", "autoscaling", "annotations", "predictor_fields"), AUTOSCALING)
+@pytest.mark.parametrize(("mode", "annotations", "autoscaling", "predictor_fields"), AUTOSCALING)
 def test_autoscaling_per_class(render, mode, autoscaling, annotations, predictor_fields):
     isvc = render({"models": [model("m", deploymentMode=mode, autoscaling=autoscaling)]}).isvc("m")
     check_object(isvc)
