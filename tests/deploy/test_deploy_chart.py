@@ -500,6 +500,8 @@ def test_version_controller(render, all_namespaces):
         }
     }
     rendered = render(values)
+    for obj in rendered.objects:
+        check_object(obj)
     deployment = rendered.one("Deployment", "demo-maas-controller")
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
