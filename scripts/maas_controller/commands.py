@@ -9,6 +9,7 @@ append what happened to the history.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from .errors import Conflict, NotFound, ValidationError, WaitTimeout
 from .history import History
 from .kube import Clock, Kube, retry_on_conflict, wait_until
 from .model import (
+    ANN_ROLLOUT_STATE,
     ANN_VERSION,
     DEPLOYMENT_MODE,
     GROUP,
@@ -188,15 +190,23 @@ class Controller:
 
     # ---- the shared machinery ------------------------------------------------------------------
 
-    def apply(self, name: str, command: str, plan: Plan,
-              annotations: dict[str, str | None] | None = None) -> Result:
-        """Compare, patch (conditionally, retrying 409s), wait for Ready, record."""
-        extra = annotations or {}
+    def apply(self, name: str, command: str, plan: Plan, *,
+              annotations: dict[str, str | None] | None = None, wait: bool | None = None,
+              detail: str | None = None) -> Result:
+        """Compare, patch (conditionally, retrying 409s), wait for Ready, record.
+
+        ``annotations`` ride along in the same patch (the rollout state); ``wait=False`` records
+        at once instead of waiting; ``detail`` overrides the history entry's detail.
+        """
+        wait = self.settings.wait if wait is None else wait
 
         def attempt() -> tuple[Obj, Mode, Split, Split, History, bool]:
             isvc, mode, live, history = self.read(name)
             target = plan(isvc, live, history)
             live_annotations = isvc["metadata"].get("annotations") or {}
+            extra = annotations or {}
+            if command != "rollout" and target != live:
+                extra = cancel_rollout(live_annotations, command)
             if target == live and all(live_annotations.get(k) == v for k, v in extra.items()):
                 return isvc, mode, live, target, history, False
             patch = patch_for(isvc, mode, target)
@@ -207,20 +217,23 @@ class Controller:
 
         isvc, mode, live, target, history, changed = retry_on_conflict(attempt, clock=self.clock)
         if target == live:
-            self.wait_ready(name, mode)
+            if wait:
+                self.wait_ready(name, mode)
             message = f"{name}: no change, {format_weights(target)}"
             return Result(name, command, changed, message, target.weights())
-        return self._finish(name, command, isvc, mode, history, target,
-                            describe(command, live, target))
+        version, outcome, percent, default_detail = describe(command, live, target)
+        entry = (version, outcome, percent, default_detail if detail is None else detail)
+        return self._finish(name, command, isvc, mode, history, target, entry, wait=wait)
 
     def _finish(self, name: str, command: str, isvc: Obj, mode: Mode, history: History,
-                target: Split, entry: tuple[Version, str, int, str]) -> Result:
+                target: Split, entry: tuple[Version, str, int, str], *,
+                wait: bool = True) -> Result:
         """Wait for Ready after a change, then record it (or its timeout) and post an Event."""
         version, outcome, percent, detail = entry
-        self.log(f"{name}: {command}: {outcome} {version.name} ({version.storage_uri}), "
-                 "waiting for Ready")
+        self.log(f"{name}: {command}: {outcome} {version.name} ({version.storage_uri})")
         try:
-            self.wait_ready(name, mode)
+            if wait:
+                self.wait_ready(name, mode)
         except WaitTimeout as exc:
             history.append(version, command, "timed-out", percent=percent, detail=exc.message)
             raise
@@ -232,9 +245,7 @@ class Controller:
         self.event(isvc, command, message)
         return Result(name, command, True, message, target.weights())
 
-    def wait_ready(self, name: str, mode: Mode) -> Obj | None:
-        if not self.settings.wait:
-            return None
+    def wait_ready(self, name: str, mode: Mode) -> Obj:
         return wait_until(
             lambda: self.kube.get_isvc(self.namespace, name), lambda obj: readiness(obj, mode),
             timeout=self.settings.timeout, poll=self.settings.poll, clock=self.clock,
@@ -272,7 +283,19 @@ class Controller:
             return self.deploy(name, version.storage_uri, version.name)
         isvc, mode, split, history = self.read(name)
         return self._finish(name, "deploy", isvc, mode, history, split,
-                            (version, "rolled-out", 100, "created"))
+                            (version, "rolled-out", 100, "created"), wait=self.settings.wait)
+
+
+def cancel_rollout(annotations: dict[str, str], command: str) -> dict[str, str | None]:
+    """A manual change cancels a progressing rollout, so `run` does not undo it."""
+    try:
+        state = json.loads(annotations.get(ANN_ROLLOUT_STATE) or "{}")
+    except ValueError:
+        state = {}
+    if state.get("phase") != "progressing":
+        return {}
+    state.update(phase="cancelled", reason=f"cancelled by {command}")
+    return {ANN_ROLLOUT_STATE: json.dumps(state, separators=(",", ":"))}
 
 
 def name_versions(split: Split, history: History) -> Split:

@@ -27,7 +27,7 @@ class Entry:
 
     seq: int
     version: str
-    storageUri: str  # noqa: N815  (stored as the Kubernetes-style JSON key)
+    storageUri: str
     at: str
     command: str
     outcome: str  # one of OUTCOMES

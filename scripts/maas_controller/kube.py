@@ -7,6 +7,7 @@ its models fail to validate with kubernetes>=37, and plain dicts are all the con
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -107,10 +108,8 @@ class Kube:
 
     def create_event(self, namespace: str, body: Obj) -> None:
         """Best effort: an Event that cannot be written never fails a command."""
-        try:
+        with contextlib.suppress(ControllerError):
             self._call("create event", self._core.create_namespaced_event, namespace, body)
-        except ControllerError:
-            pass
 
 
 def retry_on_conflict(action: Callable[[], T], *, attempts: int = 8, clock: Clock | None = None,

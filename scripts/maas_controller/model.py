@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from enum import Enum
@@ -109,6 +110,6 @@ def parse_steps(text: str) -> tuple[int, ...]:
         raise ValidationError(f"invalid steps {text!r}: comma-separated integers") from None
     for step in steps:
         validate_percent(step)
-    if not steps or steps[-1] != 100 or any(a >= b for a, b in zip(steps, steps[1:])):
+    if not steps or steps[-1] != 100 or any(a >= b for a, b in itertools.pairwise(steps)):
         raise ValidationError(f"steps must increase strictly and end at 100, got {text!r}")
     return steps

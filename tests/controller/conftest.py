@@ -15,13 +15,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fake_kserve import FakeKServe, FakePrometheus  # noqa: E402
-from fake_kube_api import FakeApiServer  # noqa: E402
-from maas_controller.commands import Controller, Settings  # noqa: E402
-from maas_controller.kube import Clock, Kube  # noqa: E402
-from maas_controller.model import Mode  # noqa: E402
-
-NS = "models"
+from fake_kserve import NS, FakeKServe, FakePrometheus
+from fake_kube_api import FakeApiServer
+from maas_controller.commands import Controller, Settings
+from maas_controller.kube import Clock, Kube
+from maas_controller.model import Mode
 
 
 @dataclass

@@ -1,10 +1,10 @@
 """TEST SCAFFOLDING: a fake of the KServe controller's status updates, and a fake Prometheus.
 
-``FakeKServe`` hooks into ``FakeApiServer`` (fake_kube_api): when an InferenceService whose spec changed has been
-read ``lag`` times, it writes the status KServe would (so the controller sees a stale
-``observedGeneration`` first and must wait). In Knative mode it makes a revision per predictor
-change and splits traffic between the latest and the previous rolled-out revision; in Standard
-mode it reports ``status.canaryStatuses``. URIs in ``broken_uris`` never become Ready.
+``FakeKServe`` hooks into ``fake_kube_api.FakeApiServer``: when an InferenceService whose spec
+changed has been read ``lag`` times, it writes the status KServe would (so the controller sees
+a stale ``observedGeneration`` first and must wait). In Knative mode it makes a revision per
+predictor change and splits traffic between the latest and the previous rolled-out revision;
+in Standard mode it reports ``status.canaryStatuses``. URIs in ``broken_uris`` never become Ready.
 
 ``FakePrometheus`` answers ``/api/v1/query`` from a test-supplied function of the PromQL text.
 Neither is part of the product.
@@ -24,6 +24,7 @@ from fake_kube_api import FakeApiServer, Key
 
 ISVC = "/apis/serving.kserve.io/v1beta1/inferenceservices"
 CONFIGMAPS = "/api/v1/configmaps"
+NS = "models"
 
 
 @dataclass

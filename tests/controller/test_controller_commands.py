@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import NS
-from fake_kserve import CONFIGMAPS, ISVC, FakeKServe
+from fake_kserve import CONFIGMAPS, ISVC, NS, FakeKServe
 from fake_kube_api import FakeApiServer
-
 from maas_controller.commands import Controller
 from maas_controller.errors import Conflict, NotFound, ValidationError, WaitTimeout
 from maas_controller.model import Mode
