@@ -74,8 +74,8 @@ def mode(request: pytest.FixtureRequest) -> Mode:
 @pytest.fixture
 def make_controller(kube: Kube, clock: FakeClock) -> Callable[..., Controller]:
     def make(**overrides: object) -> Controller:
-        settings = Settings(namespace=NS, timeout=overrides.pop("timeout", 30.0), poll=1.0,
-                            **overrides)  # type: ignore[arg-type]
+        values: dict = {"namespace": NS, "timeout": 30.0, "poll": 1.0, **overrides}
+        settings = Settings(**values)
         return Controller(kube, settings, clock=clock)
 
     return make
