@@ -8,34 +8,19 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fake_kserve import NS, FakeKServe, FakePrometheus
-from fake_kube_api import FakeApiServer
+from controller_fakes.clock import FakeClock
+from controller_fakes.kserve import NS, FakeKServe
+from controller_fakes.kube_api import FakeApiServer, api_client
+from controller_fakes.prometheus import FakePrometheus
 from maas_controller.commands import Controller, Settings
-from maas_controller.kube import Clock, Kube
+from maas_controller.kube import Kube
 from maas_controller.model import Mode
-
-
-@dataclass
-class FakeClock(Clock):
-    """Virtual time: ``sleep`` advances it at once, so 60s intervals cost nothing."""
-
-    t: float = 1_700_000_000.0
-    sleeps: list[float] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.now = lambda: self.t
-        self.sleep = self._sleep
-
-    def _sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.t += seconds
 
 
 @pytest.fixture
@@ -48,12 +33,6 @@ def api() -> Iterator[FakeApiServer]:
 @pytest.fixture
 def kserve(api: FakeApiServer) -> FakeKServe:
     return FakeKServe().install(api)
-
-
-def api_client(url: str):  # type: ignore[no-untyped-def]
-    from kubernetes import client
-
-    return client.ApiClient(client.Configuration(host=url))
 
 
 @pytest.fixture

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from fake_kserve import CONFIGMAPS, ISVC, NS, FakeKServe
-from fake_kube_api import FakeApiServer
+from controller_fakes.kserve import CONFIGMAPS, ISVC, NS, FakeKServe
+from controller_fakes.kube_api import FakeApiServer
 from maas_controller.commands import Controller
 from maas_controller.errors import Conflict, NotFound, ValidationError, WaitTimeout
 from maas_controller.model import Mode

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from fake_kserve import NS, FakePrometheus
-from fake_kube_api import FakeApiServer
-
+from controller_fakes.kserve import NS
+from controller_fakes.kube_api import FakeApiServer
+from controller_fakes.prometheus import FakePrometheus
 from maas_controller.commands import Controller
 from maas_controller.errors import ControllerError
 from maas_controller.kube import Kube

@@ -6,9 +6,9 @@ import json
 from collections.abc import Callable
 
 import pytest
-from fake_kserve import ISVC, NS, FakeKServe, FakePrometheus
-from fake_kube_api import FakeApiServer
-
+from controller_fakes.kserve import ISVC, NS, FakeKServe
+from controller_fakes.kube_api import FakeApiServer
+from controller_fakes.prometheus import FakePrometheus
 from maas_controller.commands import Controller
 from maas_controller.errors import RolledBack, ValidationError
 from maas_controller.model import ANN_ROLLOUT_STATE, Mode

@@ -1,26 +1,20 @@
-"""TEST SCAFFOLDING: a fake of the KServe controller's status updates, and a fake Prometheus.
+"""TEST SCAFFOLDING: a fake of the KServe controller's status updates.
 
 ``FakeKServe`` hooks into ``fake_kube_api.FakeApiServer``: when an InferenceService whose spec
 changed has been read ``lag`` times, it writes the status KServe would (so the controller sees
 a stale ``observedGeneration`` first and must wait). In Knative mode it makes a revision per
 predictor change and splits traffic between the latest and the previous rolled-out revision;
 in Standard mode it reports ``status.canaryStatuses``. URIs in ``broken_uris`` never become Ready.
-
-``FakePrometheus`` answers ``/api/v1/query`` from a test-supplied function of the PromQL text.
-Neither is part of the product.
+It is not part of the product.
 """
 
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
-from fake_kube_api import FakeApiServer, Key
+from .kube_api import FakeApiServer, Key
 
 ISVC = "/apis/serving.kserve.io/v1beta1/inferenceservices"
 CONFIGMAPS = "/api/v1/configmaps"
@@ -98,48 +92,3 @@ class FakeKServe:
         ok = stable_ok and all(s["ready"] for s in statuses)
         return {"conditions": self._ready(ok), "canaryStatuses": statuses,
                 "components": {"predictor": {"url": f"http://{key[2]}-predictor"}}}
-
-
-@dataclass
-class FakePrometheus:
-    """Answers instant queries with ``answer(promql) -> float | None`` (None: empty vector)."""
-
-    answer: Callable[[str], float | None] = lambda query: None
-    queries: list[str] = field(default_factory=list)
-
-    def start(self) -> FakePrometheus:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                url = urlparse(self.path)
-                if url.path != "/api/v1/query":
-                    self.send_error(404)
-                    return
-                query = parse_qs(url.query)["query"][0]
-                fake.queries.append(query)
-                value = fake.answer(query)
-                result = [] if value is None else [{"metric": {}, "value": [0, str(value)]}]
-                data = json.dumps({"status": "success", "data": {
-                    "resultType": "vector", "result": result}}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    @property
-    def url(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"

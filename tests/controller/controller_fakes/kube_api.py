@@ -278,6 +278,13 @@ class FakeApiServer:
         return copy.deepcopy(new)
 
 
+def api_client(url: str) -> Any:
+    """An official-client ``ApiClient`` talking to the fake server at ``url``."""
+    from kubernetes import client
+
+    return client.ApiClient(client.Configuration(host=url))
+
+
 def status_body(exc: HttpError) -> dict[str, Any]:
     return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
             "message": exc.message, "reason": exc.reason, "code": exc.code}
