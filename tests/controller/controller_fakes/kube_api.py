@@ -23,16 +23,16 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 import re
 import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+from .http import JsonServer
 
 Key = tuple[str, str, str]  # (resource path prefix, namespace, name)
 
@@ -108,7 +108,7 @@ class Request:
 
 
 @dataclass
-class FakeApiServer:
+class FakeApiServer(JsonServer):
     """The store and the HTTP server (see the module docstring)."""
 
     objects: dict[Key, dict[str, Any]] = field(default_factory=dict)
@@ -118,45 +118,11 @@ class FakeApiServer:
     _rv: itertools.count = field(default_factory=lambda: itertools.count(1))
     lock: threading.RLock = field(default_factory=threading.RLock)
 
-    def start(self) -> FakeApiServer:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _serve(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                body = json.loads(raw) if raw else None
-                ctype = self.headers.get("Content-Type", "")
-                try:
-                    code, payload = fake.handle(self.command, self.path, ctype, body)
-                except HttpError as exc:
-                    code, payload = exc.code, status_body(exc)
-                data = json.dumps(payload).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    @property
-    def url(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
+    def respond(self, method: str, path: str, content_type: str, body: Any) -> tuple[int, Any]:
+        try:
+            return self.handle(method, path, content_type, body)
+        except HttpError as exc:
+            return exc.code, status_body(exc)
 
     # ---- test helpers -------------------------------------------------------------------------
 
