@@ -256,7 +256,8 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None,
 def _run(args: argparse.Namespace, kube: Kube, settings: Settings,
          prometheus: Prometheus | None, clock: Clock, say: Any) -> int:
     namespace = None if args.all_namespaces else args.namespace
-    defaults = _plan(args, "s3://placeholder", args.step_interval)
+    # A template: each InferenceService's maas.io/rollout-storage-uri replaces the URI.
+    defaults = _plan(args, "s3://maas/template", args.step_interval)
     reconciler = Reconciler(kube, settings, defaults, namespace, prometheus, clock, say)
     if args.once:
         reconciler.reconcile_once()
@@ -264,7 +265,11 @@ def _run(args: argparse.Namespace, kube: Kube, settings: Settings,
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    clock.sleep = lambda seconds: stop.wait(seconds) and None  # wake up at once on SIGTERM
+
+    def interruptible_sleep(seconds: float) -> None:  # wakes up at once on SIGTERM
+        stop.wait(seconds)
+
+    clock.sleep = interruptible_sleep
     say(f"reconciling {'all namespaces' if namespace is None else namespace} every "
         f"{args.interval:g}s")
     reconciler.run(args.interval, stop.is_set)

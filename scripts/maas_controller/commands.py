@@ -108,8 +108,10 @@ class Controller:
         weights = split.weights()
 
         def version(v: Version | None) -> Obj | None:
-            return v and {"version": v.name, "storageUri": v.storage_uri,
-                          "percent": weights.get(v.name, 0)}
+            if v is None:
+                return None
+            return {"version": v.name, "storageUri": v.storage_uri,
+                    "percent": weights.get(v.name, 0)}
 
         return {"name": name, "namespace": self.namespace, "mode": mode.value,
                 "ready": ready, "reason": reason, "url": status.get("url", ""),

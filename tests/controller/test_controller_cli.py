@@ -133,3 +133,19 @@ def test_launcher_runs_as_a_script(kubeconfig: str):
         capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["traffic"] == {"v1": 100}
+
+
+def test_run_loop_stops_cleanly_on_sigterm(kubeconfig: str):
+    import signal
+
+    proc = subprocess.Popen(
+        [sys.executable, str(LAUNCHER), "run", "--all-namespaces", "--interval", "50ms",
+         "--kubeconfig", kubeconfig, "--prometheus-url", "http://127.0.0.1:9"],
+        stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        assert "reconciling all namespaces every 0.05s" in proc.stderr.readline()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
