@@ -30,6 +30,7 @@ from predictors.batching import AdaptiveBatcher, Ticket
 from predictors.config import ModelConfig, TensorSpec
 from predictors.errors import ConfigError, InvalidRequest, NotReady, UnsupportedMediaType
 from predictors.settings import Device, DType, Settings
+from predictors.tensors import Limits
 from predictors.v2 import HEADER_LENGTH, V2Request, decode_binary, decode_grpc, decode_json, encode_grpc, encode_rest
 
 logger = logging.getLogger("maas")
@@ -73,6 +74,9 @@ class MaasModel(Model, Generic[P]):
         self.device: Any = None
         self.dtype: Any = None
         self.batcher: AdaptiveBatcher[Job[P], Outputs] | None = None
+        self.limits = Limits(
+            max_elements=settings.max_tensor_elements, max_element_bytes=int(settings.max_element_mb * (1 << 20))
+        )
         self._loading = False
 
     # ---- hooks for families -------------------------------------------------------------
@@ -145,6 +149,7 @@ class MaasModel(Model, Generic[P]):
                 max_batch_size=self.settings.max_batch_size,
                 max_delay=self.settings.max_batch_delay_ms / 1000.0,
                 max_queue_size=self.settings.max_queue_size,
+                max_wait=self.settings.max_queue_wait_ms / 1000.0,
                 on_batch=metrics.batch_observer(self.name),
             )
             if self.settings.warmup:
@@ -220,9 +225,9 @@ class MaasModel(Model, Generic[P]):
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Job[P]:
         if isinstance(payload, RawV2):
             if payload.header_length is not None:
-                v2 = decode_binary(payload.body, payload.header_length, self.settings.max_tensor_elements)
+                v2 = decode_binary(payload.body, payload.header_length, self.limits)
             elif _is_json(payload.content_type):
-                v2 = decode_json(payload.body, self.settings.max_tensor_elements)
+                v2 = decode_json(payload.body, self.limits)
             else:
                 raise UnsupportedMediaType(
                     f"content type {payload.content_type!r} is not supported; send application/json "
@@ -230,7 +235,7 @@ class MaasModel(Model, Generic[P]):
                 )
             return self._v2_job(v2)
         if _is_grpc_request(payload):
-            return self._v2_job(decode_grpc(payload, self.settings.max_tensor_elements))
+            return self._v2_job(decode_grpc(payload, self.limits))
         if isinstance(payload, (bytes, bytearray)):
             content_type = (headers or {}).get("content-type", "")
             if not _is_json(content_type):

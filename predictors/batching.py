@@ -20,7 +20,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from predictors.errors import ModelFailure, Overloaded, PredictorError
+from predictors.errors import ModelFailure, Overloaded, PredictorError, QueueTimeout
 
 P = TypeVar("P")  # one request's prepared input
 R = TypeVar("R")  # one request's result
@@ -42,6 +42,7 @@ class _Pending(Generic[P, R]):
     items: int
     future: asyncio.Future[R]
     enqueued: float = field(default_factory=time.perf_counter)
+    expiry: asyncio.TimerHandle | None = None
 
 
 class Ticket:
@@ -69,6 +70,7 @@ class AdaptiveBatcher(Generic[P, R]):
         max_batch_size: int,
         max_delay: float,
         max_queue_size: int,
+        max_wait: float | None = None,
         on_batch: Callable[[BatchStats], None] | None = None,
     ) -> None:
         if max_batch_size < 1:
@@ -77,11 +79,14 @@ class AdaptiveBatcher(Generic[P, R]):
             raise ValueError(f"max_delay must be non-negative, got {max_delay}")
         if max_queue_size < 1:
             raise ValueError(f"max_queue_size must be at least 1, got {max_queue_size}")
+        if max_wait is not None and max_wait <= 0:
+            raise ValueError(f"max_wait must be positive, got {max_wait}")
         self._run = run
         self._executor = executor
         self.max_batch_size = max_batch_size
         self.max_delay = max_delay
         self.max_queue_size = max_queue_size
+        self.max_wait = max_wait
         self._on_batch = on_batch
         self._queue: deque[_Pending[P, R]] = deque()
         self._queued_items = 0
@@ -113,11 +118,21 @@ class AdaptiveBatcher(Generic[P, R]):
             )
         self._ensure_worker()
         assert self._wakeup is not None
-        pending: _Pending[P, R] = _Pending(part, items, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        pending: _Pending[P, R] = _Pending(part, items, loop.create_future())
+        if self.max_wait is not None:
+            pending.expiry = loop.call_later(self.max_wait, self._expire, pending)
         self._queue.append(pending)
         self._queued_items += items
         self._wakeup.set()
         return await pending.future
+
+    def _expire(self, pending: _Pending[P, R]) -> None:
+        """A request that waited ``max_wait`` without reaching the model is refused (503)."""
+        if not pending.future.done():
+            pending.future.set_exception(
+                QueueTimeout(f"waited {self.max_wait:.3g}s for the model without reaching it; retry later")
+            )
 
     def _ensure_worker(self) -> None:
         if self._worker is None or self._worker.done():
@@ -148,7 +163,7 @@ class AdaptiveBatcher(Generic[P, R]):
         size = self._size(batch)
         while self._queue:
             head = self._queue[0]
-            if head.future.done():  # cancelled by a departed client
+            if head.future.done():  # cancelled by a departed client, or expired
                 self._queue.popleft()
                 self._queued_items -= head.items
                 continue
@@ -156,6 +171,8 @@ class AdaptiveBatcher(Generic[P, R]):
                 break
             self._queue.popleft()
             self._queued_items -= head.items
+            if head.expiry is not None:
+                head.expiry.cancel()
             batch.append(head)
             size += head.items
         return batch

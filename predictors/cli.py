@@ -63,6 +63,7 @@ def _create(ns: argparse.Namespace):
     server = MaasModelServer(
         host=settings.host,
         max_body_bytes=int(settings.max_request_mb * 1024 * 1024),
+        drain_delay=settings.drain_delay_s,
         http_port=ns.http_port,
         grpc_port=ns.grpc_port,
         workers=ns.workers,

@@ -60,6 +60,14 @@ class Overloaded(PredictorError):
     retry_after = 1.0
 
 
+class QueueTimeout(PredictorError):
+    """A request waited longer than the configured deadline without reaching the model."""
+
+    http_status = HTTPStatus.SERVICE_UNAVAILABLE
+    grpc_status = grpc.StatusCode.UNAVAILABLE
+    retry_after = 1.0
+
+
 class NotReady(PredictorError):
     """The model is loading, failed to load or the server is shutting down."""
 

@@ -36,6 +36,7 @@ from predictors.v2 import HEADER_LENGTH
 
 logger = logging.getLogger("maas")
 UNKNOWN_MODEL = "_unknown"
+CLIENT_CLOSED = 499  # nginx's status for a client that left before the answer
 
 
 def ready_model(dataplane: DataPlane, name: str) -> MaasModel[Any]:
@@ -106,6 +107,7 @@ class InferenceMetricsMiddleware:
             metrics.observe_request(model, protocol, error.http_status.value, time.perf_counter() - started)
             return
         received = 0
+        body_read = asyncio.Event()
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -113,6 +115,8 @@ class InferenceMetricsMiddleware:
             received += len(message.get("body", b""))
             if received > limit:
                 raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_read.set()
             return message
 
         async def recording_send(message: Message) -> None:
@@ -121,10 +125,28 @@ class InferenceMetricsMiddleware:
                 status = message["status"]
             await send(message)
 
+        app = asyncio.ensure_future(self.app(scope, limited_receive, recording_send))
+        watcher = asyncio.ensure_future(_cancel_on_disconnect(receive, body_read, app))
         try:
-            await self.app(scope, limited_receive, recording_send)
+            await app
+        except asyncio.CancelledError:
+            if not watcher.done() or not watcher.result():
+                raise  # cancelled from outside, not by a departed client
+            status = CLIENT_CLOSED
         finally:
+            watcher.cancel()
             metrics.observe_request(model, protocol, status, time.perf_counter() - started)
+
+
+async def _cancel_on_disconnect(receive: Receive, body_read: asyncio.Event, app: asyncio.Future[None]) -> bool:
+    """Once the body is read, wait for the client to go; cancel its request (dropping it from the
+    batch queue) if it goes before the answer. True when it cancelled."""
+    await body_read.wait()
+    message = await receive()
+    if message["type"] == "http.disconnect" and not app.done():
+        app.cancel()
+        return True
+    return False
 
 
 def install(app: FastAPI, dataplane: DataPlane, max_body_bytes: int) -> None:
@@ -163,6 +185,9 @@ class MaasServicer(InferenceServicer):
             label = name
             response, _ = await model(request, headers=to_headers(context))
             return response
+        except asyncio.CancelledError:
+            status = CLIENT_CLOSED  # the client cancelled or its deadline passed: dropped from the queue
+            raise
         except Exception as exc:
             status = http_status_of(exc)
             if status >= 500 and not isinstance(exc, (PredictorError, ModelNotFound)):
@@ -201,13 +226,32 @@ class MaasGRPCServer(GRPCServer):
         await self._server.wait_for_termination()
 
 
-class MaasModelServer(ModelServer):
-    """kserve's ModelServer that binds ``host`` and loads models after its servers are up."""
+class MaasDataPlane(DataPlane):
+    """Readiness that means it: false until every model is loaded, and false once draining."""
 
-    def __init__(self, *, host: str, max_body_bytes: int, **kwargs: Any) -> None:
+    draining = False
+
+    async def ready(self) -> bool:
+        models = self.model_registry.get_models().values()
+        return not self.draining and bool(models) and all(m.ready for m in models)
+
+    async def model_ready(self, model_name: str, disable_predictor_health_check: bool = False) -> bool:
+        ready = await super().model_ready(model_name, disable_predictor_health_check)
+        # inference paths pass disable_predictor_health_check=True: they keep being served while draining
+        return bool(ready) and (disable_predictor_health_check or not self.draining)
+
+
+class MaasModelServer(ModelServer):
+    """kserve's ModelServer that binds ``host``, loads models after its servers are up, and drains
+    on SIGTERM: not ready at once, serving on for ``drain_delay`` seconds (while load balancers
+    notice), then closing the listeners and finishing every accepted request within the grace period."""
+
+    def __init__(self, *, host: str, max_body_bytes: int, drain_delay: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.host = host
         self.max_body_bytes = max_body_bytes
+        self.drain_delay = drain_delay
+        self.dataplane = MaasDataPlane(model_registry=self.registered_models)
 
     def start(self, models: list[Any]) -> None:
         if self.workers != 1:
@@ -232,6 +276,7 @@ class MaasModelServer(ModelServer):
             ssl_certfile=self.ssl_certfile,
             ssl_keyfile=self.ssl_keyfile,
         )
+        self._drain_on_exit(self._rest_server._server)
         self.servers.append(self._rest_server.start())
         if self.enable_grpc:
             self._grpc_server = MaasGRPCServer(
@@ -246,6 +291,23 @@ class MaasModelServer(ModelServer):
         self.servers.append(self._load(models))
         self.register_signal_handler()
         asyncio.run(self._serve())
+
+    def _drain_on_exit(self, uvicorn_server: Any) -> None:
+        """Put draining in front of uvicorn's signal handling (a second signal stops at once)."""
+        stop = uvicorn_server.handle_exit
+        dataplane = self.dataplane
+        assert isinstance(dataplane, MaasDataPlane)
+
+        def handle_exit(sig: int, frame: Any) -> None:
+            if dataplane.draining or self.drain_delay == 0:
+                dataplane.draining = True
+                stop(sig, frame)
+                return
+            dataplane.draining = True
+            logger.info("signal %s: not ready; serving on for %.1fs, then draining", sig, self.drain_delay)
+            asyncio.get_running_loop().call_later(self.drain_delay, stop, sig, frame)
+
+        uvicorn_server.handle_exit = handle_exit
 
     async def _load(self, models: list[Any]) -> None:
         """Load every model off the event loop; a failure stops the server (non-zero exit)."""

@@ -50,6 +50,7 @@ def contenders(shape: tuple[int, ...]) -> list[tuple[str, Callable[[], object], 
     """(op, stock, maas) callables for one tensor shape, checked to agree."""
     from kserve import InferInput, InferOutput, InferRequest, InferResponse
 
+    from predictors.tensors import Limits
     from predictors.v2 import V2Request, decode_binary, encode_rest
 
     array = np.random.default_rng(0).random(shape, dtype=np.float32)
@@ -61,7 +62,7 @@ def contenders(shape: tuple[int, ...]) -> list[tuple[str, Callable[[], object], 
         return InferRequest.from_bytes(body, json_length, "m").inputs[0].as_numpy()
 
     def maas_decode() -> np.ndarray:
-        return decode_binary(body, str(json_length), 1 << 30).inputs["input"]
+        return decode_binary(body, str(json_length), Limits(max_elements=1 << 30)).inputs["input"]
 
     assert np.array_equal(stock_decode(), maas_decode())
 

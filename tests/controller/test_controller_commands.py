@@ -22,8 +22,7 @@ def test_deploy_creates_and_waits_for_ready(api: FakeApiServer, ctl: Controller,
     result = ctl.deploy("m", "s3://models/m/1", model_format="maas-image", mode=mode)
     assert result.changed and result.traffic == {"v1": 100}
     obj = spec(api)
-    assert obj["spec"]["predictor"]["model"] == {
-        "modelFormat": {"name": "maas-image"}, "storageUri": "s3://models/m/1"}
+    assert obj["spec"]["predictor"]["model"] == {"modelFormat": {"name": "maas-image"}, "storageUri": "s3://models/m/1"}
     assert obj["metadata"]["annotations"]["maas.io/version"] == "v1"
     assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
     cm = api.get(CONFIGMAPS, NS, "m-maas-history")
@@ -56,8 +55,7 @@ def test_canary_promote(api: FakeApiServer, ctl: Controller, deployed: str, mode
         assert obj["spec"]["predictor"]["model"]["storageUri"] == "s3://models/m/1"
         [canary] = obj["spec"]["canary"]
         assert canary["trafficPercent"] == 10
-        assert canary["predictor"]["model"] == {
-            "modelFormat": {"name": "maas-image"}, "storageUri": "s3://models/m/2"}
+        assert canary["predictor"]["model"] == {"modelFormat": {"name": "maas-image"}, "storageUri": "s3://models/m/2"}
         assert obj["status"]["canaryStatuses"][0]["trafficPercent"] == 10
     assert ctl.canary("m", "s3://models/m/2", 25).traffic == {"v1": 75, "v2": 25}
     status = ctl.status("m")
@@ -70,8 +68,12 @@ def test_canary_promote(api: FakeApiServer, ctl: Controller, deployed: str, mode
     assert "canary" not in obj["spec"]
     assert obj["metadata"]["annotations"]["maas.io/version"] == "v2"
     assert "maas.io/canary-version" not in obj["metadata"]["annotations"]
-    assert outcomes(ctl) == [("deploy", "v1", "rolled-out"), ("canary", "v2", "canary"),
-                             ("canary", "v2", "canary"), ("promote", "v2", "promoted")]
+    assert outcomes(ctl) == [
+        ("deploy", "v1", "rolled-out"),
+        ("canary", "v2", "canary"),
+        ("canary", "v2", "canary"),
+        ("promote", "v2", "promoted"),
+    ]
 
 
 def test_rerunning_commands_is_a_no_op(api: FakeApiServer, ctl: Controller, deployed: str):
@@ -109,8 +111,7 @@ def test_rollback_to_any_version(api: FakeApiServer, ctl: Controller, deployed: 
     assert [o for _, _, o in outcomes(ctl)][-3:] == ["restored"] * 3
 
 
-def test_unknown_version_and_bad_arguments_touch_nothing(api: FakeApiServer, ctl: Controller,
-                                                         deployed: str):
+def test_unknown_version_and_bad_arguments_touch_nothing(api: FakeApiServer, ctl: Controller, deployed: str):
     writes = len(api.writes())
     with pytest.raises(ValidationError, match="unknown version 'v9'"):
         ctl.rollback("m", to="v9")
@@ -141,8 +142,7 @@ def test_missing_isvc_is_not_found(ctl: Controller):
     assert info.value.status == 404
 
 
-def test_conflicting_patch_is_retried_after_reread(api: FakeApiServer, ctl: Controller,
-                                                   deployed: str):
+def test_conflicting_patch_is_retried_after_reread(api: FakeApiServer, ctl: Controller, deployed: str):
     api.fail_next("PATCH", "/inferenceservices/m", code=409, times=2)
     assert ctl.canary("m", "s3://models/m/2", 10).traffic == {"v1": 90, "v2": 10}
     patches = [r for r in api.writes("/inferenceservices/m") if r.method == "PATCH"]
@@ -150,8 +150,7 @@ def test_conflicting_patch_is_retried_after_reread(api: FakeApiServer, ctl: Cont
     assert all(p.body["metadata"]["resourceVersion"] for p in patches)
 
 
-def test_stale_resource_version_is_a_real_conflict(api: FakeApiServer, ctl: Controller,
-                                                   deployed: str):
+def test_stale_resource_version_is_a_real_conflict(api: FakeApiServer, ctl: Controller, deployed: str):
     """A concurrent write between our read and our patch makes the server answer 409."""
     original = ctl.kube.patch_isvc
     raced = []

@@ -21,8 +21,7 @@ def history_of(kube: Kube, name: str = "m") -> History:
     return History(kube, kube.get_isvc(NS, name))
 
 
-def test_racing_append_is_retried_not_lost(api: FakeApiServer, kube: Kube, ctl: Controller,
-                                           deployed: str):
+def test_racing_append_is_retried_not_lost(api: FakeApiServer, kube: Kube, ctl: Controller, deployed: str):
     """Another controller appends between our read and our write: our PUT gets a 409."""
     mine, theirs = history_of(kube), history_of(Kube(api_client(api.url)))
     original = kube.get_configmap
@@ -42,8 +41,7 @@ def test_racing_append_is_retried_not_lost(api: FakeApiServer, kube: Kube, ctl: 
     assert len(puts) == 3  # theirs, our rejected one, our retry
 
 
-def test_two_controllers_in_threads_keep_every_entry(api: FakeApiServer, kube: Kube,
-                                                     deployed: str):
+def test_two_controllers_in_threads_keep_every_entry(api: FakeApiServer, kube: Kube, deployed: str):
     histories = [history_of(Kube(api_client(api.url))) for _ in range(2)]
     start = threading.Barrier(2)
 
@@ -62,8 +60,7 @@ def test_two_controllers_in_threads_keep_every_entry(api: FakeApiServer, kube: K
     assert [e.seq for e in entries] == list(range(1, 32))
 
 
-def test_history_is_bounded_and_seq_keeps_counting(api: FakeApiServer, kube: Kube,
-                                                   deployed: str):
+def test_history_is_bounded_and_seq_keeps_counting(api: FakeApiServer, kube: Kube, deployed: str):
     history = History(kube, kube.get_isvc(NS, "m"), limit=5)
     for n in range(2, 10):
         history.append(Version(f"v{n}", f"s3://x/{n}"), "deploy", "rolled-out")
@@ -88,8 +85,7 @@ def test_random_commands_history_grows_and_traffic_sums_to_100(mode: Mode, comma
     api = FakeApiServer().start()
     FakeKServe().install(api)
     try:
-        ctl = Controller(Kube(api_client(api.url)), Settings(namespace=NS, poll=1.0),
-                         clock=FakeClock())
+        ctl = Controller(Kube(api_client(api.url)), Settings(namespace=NS, poll=1.0), clock=FakeClock())
         ctl.deploy("m", URIS[0], model_format="maas-image", mode=mode)
         before = ctl.history("m")
         for cmd in commands:
@@ -107,14 +103,13 @@ def test_random_commands_history_grows_and_traffic_sums_to_100(mode: Mode, comma
             except (ValidationError, Conflict):
                 pass  # refused commands change nothing
             after = ctl.history("m")
-            assert after[:len(before)] == before  # nothing lost or rewritten
+            assert after[: len(before)] == before  # nothing lost or rewritten
             assert [e["seq"] for e in after] == list(range(1, len(after) + 1))
             before = after
             status = ctl.status("m")
             shares = [v["percent"] for v in (status["stable"], status["canary"]) if v]
             assert sum(shares) == 100
-            assert sum(t["percent"] for t in observed_traffic(
-                ctl.kube.get_isvc(NS, "m"), mode)) == 100
+            assert sum(t["percent"] for t in observed_traffic(ctl.kube.get_isvc(NS, "m"), mode)) == 100
             assert status["ready"]
     finally:
         api.stop()

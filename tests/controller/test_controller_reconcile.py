@@ -24,16 +24,29 @@ def request(kube: Kube, name: str, namespace: str = NS, **annotations: str) -> N
 
 
 def reconciler(ctl: Controller, namespace: str | None = NS, prometheus: str = "") -> Reconciler:
-    return Reconciler(ctl.kube, replace(ctl.settings, namespace="ignored"), DEFAULTS, namespace,
-                      Prometheus(prometheus) if prometheus else None, ctl.clock,
-                      log=lambda message: None)
+    return Reconciler(
+        ctl.kube,
+        replace(ctl.settings, namespace="ignored"),
+        DEFAULTS,
+        namespace,
+        Prometheus(prometheus) if prometheus else None,
+        ctl.clock,
+        log=lambda message: None,
+    )
 
 
-def test_annotations_drive_a_rollout_to_the_end(ctl: Controller, deployed: str, mode: Mode,
-                                                prometheus: FakePrometheus):
+def test_annotations_drive_a_rollout_to_the_end(ctl: Controller, deployed: str, mode: Mode, prometheus: FakePrometheus):
     prometheus.answer = lambda query: 0.0 if "total" in query else 50.0
-    request(ctl.kube, "m", storage_uri="s3://models/m/2", version="v2", steps="20,100",
-            interval="10s", max_error_rate="0.05", max_p99_ms="100")
+    request(
+        ctl.kube,
+        "m",
+        storage_uri="s3://models/m/2",
+        version="v2",
+        steps="20,100",
+        interval="10s",
+        max_error_rate="0.05",
+        max_p99_ms="100",
+    )
     loop = reconciler(ctl, prometheus=prometheus.url)
     seen: list[str] = []
     for _ in range(40):
@@ -56,8 +69,7 @@ def test_unannotated_services_are_ignored(api: FakeApiServer, ctl: Controller, d
     assert len(api.writes()) == writes
 
 
-def test_bad_annotation_is_reported_as_event_and_loop_goes_on(api: FakeApiServer,
-                                                              ctl: Controller, deployed: str):
+def test_bad_annotation_is_reported_as_event_and_loop_goes_on(api: FakeApiServer, ctl: Controller, deployed: str):
     ctl.deploy("other", "s3://models/o/1", model_format="maas-sequence")
     request(ctl.kube, "m", storage_uri="not a uri")
     request(ctl.kube, "other", storage_uri="s3://models/o/2", steps="100", interval="0s")
@@ -65,16 +77,14 @@ def test_bad_annotation_is_reported_as_event_and_loop_goes_on(api: FakeApiServer
     assert isinstance(results[(NS, "m")], ControllerError)
     assert isinstance(results[(NS, "other")], Tick)
     events = [r.body for r in api.writes("/events")]
-    assert any(e["type"] == "Warning" and "malformed storage URI" in e["message"]
-               for e in events)
+    assert any(e["type"] == "Warning" and "malformed storage URI" in e["message"] for e in events)
 
 
 def test_all_namespaces_and_the_loop(ctl: Controller, make_controller, deployed: str):
     team = make_controller(namespace="team-b")
     team.deploy("n", "s3://models/n/1", model_format="maas-generative", mode=Mode.STANDARD)
     request(ctl.kube, "m", storage_uri="s3://models/m/2", steps="100", interval="0s")
-    request(ctl.kube, "n", namespace="team-b", storage_uri="s3://models/n/2", steps="100",
-            interval="0s")
+    request(ctl.kube, "n", namespace="team-b", storage_uri="s3://models/n/2", steps="100", interval="0s")
     loop = reconciler(ctl, namespace=None)
     passes = iter(range(12))
     loop.run(1.0, should_stop=lambda: next(passes, None) is None)

@@ -21,8 +21,13 @@ def healthy(query: str) -> float | None:
 
 
 def plan(**overrides: object) -> RolloutPlan:
-    values: dict = {"storage_uri": "s3://models/m/2", "steps": (10, 50, 100), "interval": 60.0,
-                    "thresholds": Thresholds(0.01, 250.0), "ready_timeout": 120.0}
+    values: dict = {
+        "storage_uri": "s3://models/m/2",
+        "steps": (10, 50, 100),
+        "interval": 60.0,
+        "thresholds": Thresholds(0.01, 250.0),
+        "ready_timeout": 120.0,
+    }
     values.update(overrides)
     return RolloutPlan(**values)
 
@@ -31,17 +36,16 @@ def percents(api: FakeApiServer, ctl: Controller) -> list[int]:
     return [e["percent"] for e in ctl.history("m") if e["command"] == "rollout"]
 
 
-def test_healthy_rollout_promotes(api: FakeApiServer, ctl: Controller, deployed: str,
-                                  prometheus: FakePrometheus, mode: Mode):
+def test_healthy_rollout_promotes(
+    api: FakeApiServer, ctl: Controller, deployed: str, prometheus: FakePrometheus, mode: Mode
+):
     prometheus.answer = healthy
     ticks: list[Tick] = []
     rollout = Rollout(ctl, Prometheus(prometheus.url))
     final = rollout.run("m", plan(), poll=5.0, report=ticks.append)
     assert final.phase == "succeeded"
-    assert ctl.status("m")["stable"] == {
-        "version": "v2", "storageUri": "s3://models/m/2", "percent": 100}
-    assert [e["outcome"] for e in ctl.history("m")] == [
-        "rolled-out", "canary", "canary", "canary", "promoted"]
+    assert ctl.status("m")["stable"] == {"version": "v2", "storageUri": "s3://models/m/2", "percent": 100}
+    assert [e["outcome"] for e in ctl.history("m")] == ["rolled-out", "canary", "canary", "canary", "promoted"]
     assert percents(api, ctl) == [10, 50, 100, 100]
     assert any("observing" in t.message for t in ticks)
     # every step was judged only after `interval` of Ready time
@@ -54,8 +58,9 @@ def test_healthy_rollout_promotes(api: FakeApiServer, ctl: Controller, deployed:
 
 
 @pytest.mark.parametrize("bad", ["errors", "latency"])
-def test_unhealthy_canary_is_rolled_back(api: FakeApiServer, ctl: Controller, deployed: str,
-                                         prometheus: FakePrometheus, bad: str):
+def test_unhealthy_canary_is_rolled_back(
+    api: FakeApiServer, ctl: Controller, deployed: str, prometheus: FakePrometheus, bad: str
+):
     def answer(query: str) -> float | None:
         if "maas_requests_total" in query:
             return 0.2 if bad == "errors" else 0.0
@@ -81,8 +86,9 @@ def test_canary_never_ready_is_rolled_back(kserve: FakeKServe, ctl: Controller, 
     assert ctl.status("m")["stable"]["storageUri"] == "s3://models/m/1"
 
 
-def test_interrupted_rollout_resumes(api: FakeApiServer, make_controller: Callable[..., Controller],
-                                     clock, deployed: str, prometheus: FakePrometheus):
+def test_interrupted_rollout_resumes(
+    api: FakeApiServer, make_controller: Callable[..., Controller], clock, deployed: str, prometheus: FakePrometheus
+):
     prometheus.answer = healthy
     ctl = make_controller()
     real_sleep = clock.sleep
@@ -102,8 +108,7 @@ def test_interrupted_rollout_resumes(api: FakeApiServer, make_controller: Callab
 
     clock.sleep = real_sleep  # a new process, the same command
     ticks: list[Tick] = []
-    final = Rollout(make_controller(), Prometheus(prometheus.url)).run(
-        "m", plan(), poll=5.0, report=ticks.append)
+    final = Rollout(make_controller(), Prometheus(prometheus.url)).run("m", plan(), poll=5.0, report=ticks.append)
     assert final.phase == "succeeded"
     assert "step 2/3" in ticks[0].message  # it did not start over
     assert percents(api, ctl) == [10, 50, 100, 100]
@@ -136,15 +141,23 @@ def test_queries_select_canary_and_count_5xx():
     error_rate, p99 = queries('pod=~"r-.*"', "2m")
     assert error_rate == (
         '(sum(rate(maas_requests_total{pod=~"r-.*",status=~"5.."}[2m])) or vector(0)) / '
-        'sum(rate(maas_requests_total{pod=~"r-.*"}[2m]))')
-    assert p99 == ('histogram_quantile(0.99, sum by (le) '
-                   '(rate(maas_request_duration_seconds_bucket{pod=~"r-.*"}[2m]))) * 1000')
+        'sum(rate(maas_requests_total{pod=~"r-.*"}[2m]))'
+    )
+    assert p99 == (
+        'histogram_quantile(0.99, sum by (le) (rate(maas_request_duration_seconds_bucket{pod=~"r-.*"}[2m]))) * 1000'
+    )
 
 
-@pytest.mark.parametrize("bad", [
-    {"steps": (10, 50)}, {"steps": (50, 10, 100)}, {"storage_uri": "nope"},
-    {"selector": "{unknown}"}, {"thresholds": Thresholds(2.0, 250.0)},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"steps": (10, 50)},
+        {"steps": (50, 10, 100)},
+        {"storage_uri": "nope"},
+        {"selector": "{unknown}"},
+        {"thresholds": Thresholds(2.0, 250.0)},
+    ],
+)
 def test_plan_validation(bad: dict):
     with pytest.raises(ValidationError):
         plan(**bad)

@@ -26,9 +26,9 @@ class JsonServer:
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
-                code, payload = server.respond(self.command, self.path,
-                                               self.headers.get("Content-Type", ""),
-                                               json.loads(raw) if raw else None)
+                code, payload = server.respond(
+                    self.command, self.path, self.headers.get("Content-Type", ""), json.loads(raw) if raw else None
+                )
                 data = json.dumps(payload).encode()
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")

@@ -44,16 +44,19 @@ class FakeKServe:
         if seen < self.lag:
             self._reads[(key, generation)] = seen + 1
             return
-        mode = obj["metadata"].get("annotations", {}).get(
-            "serving.kserve.io/deploymentMode", "Serverless")
+        mode = obj["metadata"].get("annotations", {}).get("serving.kserve.io/deploymentMode", "Serverless")
         status = self._knative(key, obj) if mode == "Serverless" else self._standard(key, obj)
-        status.update(observedGeneration=generation, deploymentMode=mode,
-                      url=f"http://{key[2]}.{key[1]}.example.com")
+        status.update(observedGeneration=generation, deploymentMode=mode, url=f"http://{key[2]}.{key[1]}.example.com")
         server.put_status(key, status)
 
     def _ready(self, ok: bool) -> list[dict[str, Any]]:
-        return [{"type": "Ready", "status": "True" if ok else "False",
-                 **({} if ok else {"reason": "RevisionFailed", "message": "model failed"})}]
+        return [
+            {
+                "type": "Ready",
+                "status": "True" if ok else "False",
+                **({} if ok else {"reason": "RevisionFailed", "message": "model failed"}),
+            }
+        ]
 
     def _knative(self, key: Key, obj: dict[str, Any]) -> dict[str, Any]:
         predictor = dict(obj["spec"]["predictor"])
@@ -70,25 +73,41 @@ class FakeKServe:
             rolled, previous = latest, rolled
             self._rolled[key] = (rolled, previous)
         if percent is None or rolled is None or rolled == latest:
-            traffic = [{"revisionName": rolled or latest, "percent": 100,
-                        "latestRevision": (rolled or latest) == latest}]
+            traffic = [
+                {"revisionName": rolled or latest, "percent": 100, "latestRevision": (rolled or latest) == latest}
+            ]
         else:
-            traffic = [{"revisionName": latest, "percent": percent, "latestRevision": True,
-                        "tag": "latest"},
-                       {"revisionName": rolled, "percent": 100 - percent,
-                        "latestRevision": False, "tag": "prev"}]
+            traffic = [
+                {"revisionName": latest, "percent": percent, "latestRevision": True, "tag": "latest"},
+                {"revisionName": rolled, "percent": 100 - percent, "latestRevision": False, "tag": "prev"},
+            ]
         ready_revision = latest if ready else rolled
-        return {"conditions": self._ready(ready),
-                "components": {"predictor": {
-                    "latestCreatedRevision": latest, "latestReadyRevision": ready_revision,
-                    "latestRolledoutRevision": rolled, "previousRolledoutRevision": previous,
-                    "traffic": traffic}}}
+        return {
+            "conditions": self._ready(ready),
+            "components": {
+                "predictor": {
+                    "latestCreatedRevision": latest,
+                    "latestReadyRevision": ready_revision,
+                    "latestRolledoutRevision": rolled,
+                    "previousRolledoutRevision": previous,
+                    "traffic": traffic,
+                }
+            },
+        }
 
     def _standard(self, key: Key, obj: dict[str, Any]) -> dict[str, Any]:
         stable_ok = obj["spec"]["predictor"]["model"]["storageUri"] not in self.broken_uris
-        statuses = [{"name": f"{key[2]}-predictor-canary", "trafficPercent": c["trafficPercent"],
-                     "ready": c["predictor"]["model"]["storageUri"] not in self.broken_uris}
-                    for c in obj["spec"].get("canary") or []]
+        statuses = [
+            {
+                "name": f"{key[2]}-predictor-canary",
+                "trafficPercent": c["trafficPercent"],
+                "ready": c["predictor"]["model"]["storageUri"] not in self.broken_uris,
+            }
+            for c in obj["spec"].get("canary") or []
+        ]
         ok = stable_ok and all(s["ready"] for s in statuses)
-        return {"conditions": self._ready(ok), "canaryStatuses": statuses,
-                "components": {"predictor": {"url": f"http://{key[2]}-predictor"}}}
+        return {
+            "conditions": self._ready(ok),
+            "canaryStatuses": statuses,
+            "components": {"predictor": {"url": f"http://{key[2]}-predictor"}},
+        }

@@ -162,8 +162,7 @@ class FakeApiServer(JsonServer):
         if not match:
             raise HttpError(404, "NotFound", f"no route for {url.path}")
         m = match.groupdict()
-        prefix = f"/api/v1/{m['plural']}" if m["core"] else (
-            f"/apis/{m['group']}/{m['version']}/{m['plural']}")
+        prefix = f"/api/v1/{m['plural']}" if m["core"] else (f"/apis/{m['group']}/{m['version']}/{m['plural']}")
         custom = not m["core"]
         ns, name = m["ns"], m["name"]
         with self.lock:
@@ -193,12 +192,13 @@ class FakeApiServer(JsonServer):
     def _list(self, prefix: str, ns: str | None, selector: str) -> dict[str, Any]:
         wanted = dict(p.split("=", 1) for p in selector.split(",") if "=" in p)
         items = [
-            copy.deepcopy(obj) for (p, n, _), obj in sorted(self.objects.items())
-            if p == prefix and (ns is None or n == ns)
+            copy.deepcopy(obj)
+            for (p, n, _), obj in sorted(self.objects.items())
+            if p == prefix
+            and (ns is None or n == ns)
             and all(obj["metadata"].get("labels", {}).get(k) == v for k, v in wanted.items())
         ]
-        return {"kind": "List", "metadata": {"resourceVersion": str(next(self._rv))},
-                "items": items}
+        return {"kind": "List", "metadata": {"resourceVersion": str(next(self._rv))}, "items": items}
 
     def _create(self, prefix: str, ns: str, body: dict[str, Any]) -> dict[str, Any]:
         meta = body.setdefault("metadata", {})
@@ -210,23 +210,32 @@ class FakeApiServer(JsonServer):
         key = (prefix, ns or meta.get("namespace", ""), name)
         if key in self.objects:
             raise HttpError(409, "AlreadyExists", f'"{name}" already exists')
-        meta.update(namespace=key[1], uid=str(uuid.uuid4()), generation=1,
-                    resourceVersion=str(next(self._rv)),
-                    creationTimestamp=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        meta.update(
+            namespace=key[1],
+            uid=str(uuid.uuid4()),
+            generation=1,
+            resourceVersion=str(next(self._rv)),
+            creationTimestamp=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
         if prefix.startswith("/apis/"):
             body.pop("status", None)
         self.objects[key] = body
         return copy.deepcopy(body)
 
-    def _update(self, key: Key, current: dict[str, Any], new: dict[str, Any], custom: bool,
-                status_only: bool) -> dict[str, Any]:
+    def _update(
+        self, key: Key, current: dict[str, Any], new: dict[str, Any], custom: bool, status_only: bool
+    ) -> dict[str, Any]:
         meta = new.setdefault("metadata", {})
         sent_rv = meta.get("resourceVersion")
         live_rv = current["metadata"]["resourceVersion"]
         if sent_rv and sent_rv != live_rv:
-            raise HttpError(409, "Conflict", f'Operation cannot be fulfilled on "{key[2]}": the '
-                            "object has been modified; please apply your changes to the latest "
-                            "version and try again")
+            raise HttpError(
+                409,
+                "Conflict",
+                f'Operation cannot be fulfilled on "{key[2]}": the '
+                "object has been modified; please apply your changes to the latest "
+                "version and try again",
+            )
         for immutable in ("uid", "namespace", "name", "creationTimestamp", "generation"):
             if immutable in current["metadata"]:
                 meta[immutable] = current["metadata"][immutable]
@@ -252,5 +261,12 @@ def api_client(url: str) -> Any:
 
 
 def status_body(exc: HttpError) -> dict[str, Any]:
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": exc.message, "reason": exc.reason, "code": exc.code}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": exc.message,
+        "reason": exc.reason,
+        "code": exc.code,
+    }
