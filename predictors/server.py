@@ -31,7 +31,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from predictors import metrics
 from predictors.base import MaasModel, RawV2
-from predictors.errors import ConfigError, NotReady, PayloadTooLarge, PredictorError, grpc_status_of, http_status_of
+from predictors.errors import (
+    ConfigError,
+    Forbidden,
+    NotFound,
+    NotReady,
+    PayloadTooLarge,
+    PredictorError,
+    grpc_status_of,
+    http_status_of,
+)
 from predictors.v2 import HEADER_LENGTH
 
 logger = logging.getLogger("maas")
@@ -39,19 +48,68 @@ UNKNOWN_MODEL = "_unknown"
 CLIENT_CLOSED = 499  # nginx's status for a client that left before the answer
 
 
-def ready_model(dataplane: DataPlane, name: str) -> MaasModel[Any]:
-    """The registered model ``name``: 404 when absent, 503 while it is not ready."""
+def registered_model(dataplane: DataPlane, request: Request) -> Any:
+    """The model a request's path names (404 when absent), at the version it names, if any."""
+    name = request.path_params["model_name"]
     model = dataplane.get_model_from_registry(name)
-    if not model.ready:
-        raise NotReady(f"model {name} is not ready")
+    wanted = request.path_params.get("model_version") or request.query_params.get("model_version")
+    served = getattr(getattr(model, "config", None), "version", None)
+    if wanted and wanted != served:
+        raise NotFound(f"model {name} has no version {wanted!r}; this server serves version {served!r}")
     return model
+
+
+def ready_model(dataplane: DataPlane, request: Request) -> MaasModel[Any]:
+    """The model a request names: 404 when absent, 503 while it is not ready."""
+    model = registered_model(dataplane, request)
+    if not model.ready:
+        raise NotReady(f"model {model.name} is not ready")
+    return model
+
+
+def repository_endpoint(dataplane: DataPlane):
+    """``POST /v2/repository/models/{name}/load|unload``: one model per process, loaded at start.
+
+    kserve's extension would let any caller unload the served model; maas refuses (403) and
+    answers load of the served model as the no-op it is."""
+
+    async def repository(request: Request) -> Response:
+        model = registered_model(dataplane, request)
+        if request.url.path.endswith("/load"):
+            return ORJSONResponse({"name": model.name, "load": bool(model.ready)})
+        raise Forbidden(REPOSITORY_REFUSAL)
+
+    return repository
+
+
+REPOSITORY_REFUSAL = "unloading models is disabled: a maas server serves one model; roll out a new version instead"
+
+
+def v2_model_endpoints(dataplane: DataPlane):
+    """``GET /v2/models/{name}[/versions/{v}][/ready]`` with versions answered, not 501."""
+
+    async def metadata(request: Request) -> Response:
+        model = registered_model(dataplane, request)
+        body = await dataplane.model_metadata(model.name)
+        version = getattr(getattr(model, "config", None), "version", None)
+        if version:
+            body["versions"] = [version]
+        return ORJSONResponse(body)
+
+    async def ready(request: Request) -> Response:
+        model = registered_model(dataplane, request)
+        if not await dataplane.model_ready(model.name):
+            raise NotReady(f"model {model.name} is not ready")
+        return ORJSONResponse({"name": model.name, "ready": True})
+
+    return metadata, ready
 
 
 def v2_infer_endpoint(dataplane: DataPlane):
     """``POST /v2/models/{name}[/versions/{v}]/infer`` without kserve's list round-trip."""
 
     async def infer(request: Request) -> Response:
-        model = ready_model(dataplane, request.path_params["model_name"])
+        model = ready_model(dataplane, request)
         raw = RawV2(
             body=await request.body(),
             content_type=request.headers.get("content-type", ""),
@@ -152,8 +210,19 @@ async def _cancel_on_disconnect(receive: Receive, body_read: asyncio.Event, app:
 def install(app: FastAPI, dataplane: DataPlane, max_body_bytes: int) -> None:
     """Put maas's routes ahead of kserve's, and its error handler and middleware in place."""
     infer = v2_infer_endpoint(dataplane)
-    for path in ("/v2/models/{model_name}/infer", "/v2/models/{model_name}/versions/{model_version}/infer"):
-        app.router.routes.insert(0, Route(path, infer, methods=["POST"]))
+    metadata, ready = v2_model_endpoints(dataplane)
+    prefixes = ("/v2/models/{model_name}", "/v2/models/{model_name}/versions/{model_version}")
+    repository = repository_endpoint(dataplane)
+    app.router.routes[:0] = [
+        Route(f"/v2/repository/models/{{model_name}}/{verb}", repository, methods=["POST"])
+        for verb in ("load", "unload")
+    ]
+    for prefix in prefixes:
+        app.router.routes[:0] = [
+            Route(f"{prefix}/infer", infer, methods=["POST"]),
+            Route(prefix, metadata, methods=["GET"]),
+            Route(f"{prefix}/ready", ready, methods=["GET"]),
+        ]
     app.add_exception_handler(PredictorError, predictor_error_handler)
     app.add_middleware(InferenceMetricsMiddleware, dataplane=dataplane, max_body_bytes=max_body_bytes)
 
@@ -181,7 +250,9 @@ class MaasServicer(InferenceServicer):
         name = request.model_name
         label, status = UNKNOWN_MODEL, 200
         try:
-            model = ready_model(self._data_plane, name)
+            model = self._data_plane.get_model_from_registry(name)
+            if not model.ready:
+                raise NotReady(f"model {name} is not ready")
             label = name
             response, _ = await model(request, headers=to_headers(context))
             return response
@@ -196,6 +267,9 @@ class MaasServicer(InferenceServicer):
             await context.abort(grpc_status_of(exc), message)
         finally:
             metrics.observe_request(label, "grpc", status, time.perf_counter() - started)
+
+    async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
+        await context.abort(Forbidden.grpc_status, REPOSITORY_REFUSAL)
 
 
 class MaasGRPCServer(GRPCServer):
