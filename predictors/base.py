@@ -150,6 +150,7 @@ class MaasModel(Model, Generic[P]):
                 max_delay=self.settings.max_batch_delay_ms / 1000.0,
                 max_queue_size=self.settings.max_queue_size,
                 max_wait=self.settings.max_queue_wait_ms / 1000.0,
+                inline_below=self.settings.inline_forward_ms / 1000.0,
                 on_batch=metrics.batch_observer(self.name),
             )
             if self.settings.warmup:
@@ -206,17 +207,19 @@ class MaasModel(Model, Generic[P]):
 
     # ---- kserve hooks -------------------------------------------------------------------
     async def __call__(self, body: Any, headers: dict[str, str] | None = None, verb: Any = None) -> Any:
-        """Announce the request to the batcher while it is decoded, then run kserve's pipeline."""
+        """preprocess -> predict -> postprocess, with the request's ticket held from arrival to
+        answer so the batcher sees concurrency. (kserve's own ``__call__`` adds per-stage
+        histograms that maas's batch and request metrics replace.)"""
         if not self.ready or self.batcher is None:
             raise NotReady(f"model {self.name} is not ready")
-        ticket = self.batcher.announce()
+        ticket = self.batcher.ticket()
         token = _TICKET.set(ticket)
         try:
-            if verb is None:
-                return await super().__call__(body, headers)
-            return await super().__call__(body, headers, verb)
+            job = await self.preprocess(body, headers)
+            ticket.queued()
+            return await self.postprocess(await self.predict(job, headers), headers), {}
         finally:
-            ticket.release()
+            ticket.close()
             _TICKET.reset(token)
 
     def validate(self, payload: Any) -> Any:

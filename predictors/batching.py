@@ -1,12 +1,19 @@
 """Adaptive batching: concurrent requests coalesce into one forward pass.
 
-Policy: one batch runs at a time on the model's own thread. A request on an idle model runs at
-once. Requests that arrive while a batch runs wait in the queue and go together in the next one,
-up to ``max_batch_size`` items. The batcher only waits (at most ``max_delay``) when it knows more
-requests are on their way: callers ``announce()`` a request before decoding and validating it, and
-a batch that is not full waits for announced requests still being prepared. Every request has its
-own future; a failed forward pass fails only the requests of its batch; a cancelled request
-(client gone) is dropped before it runs.
+Policy. One batch runs at a time. A request on an idle server runs at once: when no other
+request has been inside the server since the last batch, nothing is waited for, so batching
+costs nothing at low load. Under concurrent load (requests overlapping inside the server), a
+forming batch waits, at most ``max_delay``, until it holds as many items as requests were
+recently in flight (capped at ``max_batch_size``); requests arriving while a batch runs queue for
+the next one. Callers hold a ``Ticket`` for each request from arrival to answer: that is how the
+batcher sees concurrency, and requests still being decoded.
+
+Execution. Forward passes run on the model's own thread, except tiny ones: while the measured
+forward time stays under ``inline_below`` seconds, the batch runs on the event loop itself,
+which is cheaper than a thread hand-off for models that take microseconds.
+
+Every request has its own future; a failed forward pass fails only the requests of its batch; a
+cancelled request (client gone) or one past ``max_wait`` is dropped before it runs.
 """
 
 from __future__ import annotations
@@ -46,21 +53,30 @@ class _Pending(Generic[P, R]):
 
 
 class Ticket:
-    """An announced request; ``release`` (idempotent) once it is queued or has failed."""
+    """One request inside the server: ``queued()`` once it is submitted (or failed), ``close()``
+    once it is answered. Both are idempotent."""
 
-    __slots__ = ("_batcher",)
+    __slots__ = ("_batcher", "_preparing")
 
     def __init__(self, batcher: AdaptiveBatcher[Any, Any]) -> None:
         self._batcher: AdaptiveBatcher[Any, Any] | None = batcher
+        self._preparing = True
 
-    def release(self) -> None:
+    def queued(self) -> None:
+        if self._preparing and self._batcher is not None:
+            self._preparing = False
+            self._batcher._preparing -= 1
+            self._batcher._wake()
+
+    def close(self) -> None:
+        self.queued()
         if self._batcher is not None:
-            self._batcher._withdraw()
+            self._batcher._inside -= 1
             self._batcher = None
 
 
 class AdaptiveBatcher(Generic[P, R]):
-    """Coalesce ``submit``-ted parts into calls of ``run(parts) -> results`` on ``executor``."""
+    """Coalesce ``submit``-ted parts into calls of ``run(parts) -> results``."""
 
     def __init__(
         self,
@@ -71,6 +87,7 @@ class AdaptiveBatcher(Generic[P, R]):
         max_delay: float,
         max_queue_size: int,
         max_wait: float | None = None,
+        inline_below: float = 0.0,
         on_batch: Callable[[BatchStats], None] | None = None,
     ) -> None:
         if max_batch_size < 1:
@@ -81,16 +98,22 @@ class AdaptiveBatcher(Generic[P, R]):
             raise ValueError(f"max_queue_size must be at least 1, got {max_queue_size}")
         if max_wait is not None and max_wait <= 0:
             raise ValueError(f"max_wait must be positive, got {max_wait}")
+        if inline_below < 0:
+            raise ValueError(f"inline_below must be non-negative, got {inline_below}")
         self._run = run
         self._executor = executor
         self.max_batch_size = max_batch_size
         self.max_delay = max_delay
         self.max_queue_size = max_queue_size
         self.max_wait = max_wait
+        self.inline_below = inline_below
         self._on_batch = on_batch
         self._queue: deque[_Pending[P, R]] = deque()
         self._queued_items = 0
-        self._announced = 0
+        self._preparing = 0  # requests inside the server, not yet submitted
+        self._inside = 0  # requests inside the server, from ticket to answer
+        self._peak = 0  # most requests inside at once since the last dispatch
+        self._forward_ewma: float | None = None
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
 
@@ -98,33 +121,33 @@ class AdaptiveBatcher(Generic[P, R]):
     def queued_items(self) -> int:
         return self._queued_items
 
-    def announce(self) -> Ticket:
-        """Mark a request as on its way (being decoded) so a forming batch may wait for it."""
-        self._announced += 1
+    def ticket(self) -> Ticket:
+        """Register a request that has just arrived (call ``close()`` on it once answered)."""
+        self._inside += 1
+        self._preparing += 1
+        self._peak = max(self._peak, self._inside)
         return Ticket(self)
 
-    def _withdraw(self) -> None:
-        self._announced -= 1
+    def _wake(self) -> None:
         if self._wakeup is not None:
             self._wakeup.set()
 
     async def submit(self, part: P, items: int, ticket: Ticket | None = None) -> R:
         """Queue one request's part of ``items`` rows and wait for its result."""
         if ticket is not None:
-            ticket.release()
+            ticket.queued()
         if self._queued_items + items > self.max_queue_size and self._queue:
             raise Overloaded(
                 f"the batch queue holds {self._queued_items} items (limit {self.max_queue_size}); retry later"
             )
         self._ensure_worker()
-        assert self._wakeup is not None
         loop = asyncio.get_running_loop()
         pending: _Pending[P, R] = _Pending(part, items, loop.create_future())
         if self.max_wait is not None:
             pending.expiry = loop.call_later(self.max_wait, self._expire, pending)
         self._queue.append(pending)
         self._queued_items += items
-        self._wakeup.set()
+        self._wake()
         return await pending.future
 
     def _expire(self, pending: _Pending[P, R]) -> None:
@@ -147,15 +170,17 @@ class AdaptiveBatcher(Generic[P, R]):
                 await self._wakeup.wait()
                 continue
             batch = self._take([])
+            target = min(self.max_batch_size, max(self._peak, 1))
             deadline = time.perf_counter() + self.max_delay
-            while self._announced and self._size(batch) < self.max_batch_size:
+            while self._size(batch) < self.max_batch_size and (self._preparing or self._size(batch) < target):
                 remaining = deadline - time.perf_counter()
-                if remaining <= 0:
-                    break
+                if remaining <= 0 or self._inside <= len(batch):
+                    break  # out of time, or nobody else is inside the server to wait for
                 self._wakeup.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), remaining)
                 batch = self._take(batch)
+            self._peak = self._inside
             if batch:
                 await self._dispatch(batch)
 
@@ -185,10 +210,13 @@ class AdaptiveBatcher(Generic[P, R]):
         batch = [p for p in batch if not p.future.done()]
         if not batch:
             return
+        parts = [p.part for p in batch]
         started = time.perf_counter()
-        loop = asyncio.get_running_loop()
         try:
-            results = await loop.run_in_executor(self._executor, self._run, [p.part for p in batch])
+            if self._forward_ewma is not None and self._forward_ewma < self.inline_below:
+                results = self._run(parts)
+            else:
+                results = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, parts)
             if len(results) != len(batch):
                 raise ModelFailure(f"the model returned {len(results)} results for {len(batch)} requests")
         except PredictorError as exc:
@@ -198,6 +226,8 @@ class AdaptiveBatcher(Generic[P, R]):
             self._fail(batch, ModelFailure(f"forward pass failed: {type(exc).__name__}: {exc}"))
             return
         finished = time.perf_counter()
+        elapsed = finished - started
+        self._forward_ewma = elapsed if self._forward_ewma is None else 0.8 * self._forward_ewma + 0.2 * elapsed
         for pending, result in zip(batch, results):
             if not pending.future.done():
                 pending.future.set_result(result)
@@ -207,7 +237,7 @@ class AdaptiveBatcher(Generic[P, R]):
                     items=self._size(batch),
                     requests=len(batch),
                     queue_seconds=[started - p.enqueued for p in batch],
-                    forward_seconds=finished - started,
+                    forward_seconds=elapsed,
                 )
             )
 
