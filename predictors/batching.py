@@ -9,8 +9,8 @@ the next one. Callers hold a ``Ticket`` for each request from arrival to answer:
 batcher sees concurrency, and requests still being decoded.
 
 Execution. Forward passes run on the model's own thread, except tiny ones: while the measured
-forward time stays under ``inline_below`` seconds, the batch runs on the event loop itself,
-which is cheaper than a thread hand-off for models that take microseconds.
+forward CPU time stays under ``inline_below`` seconds, the batch runs on the event loop itself,
+which is cheaper than a thread hand-off (and the GIL hand-back) for models that take microseconds.
 
 Every request has its own future; a failed forward pass fails only the requests of its batch; a
 cancelled request (client gone) or one past ``max_wait`` is dropped before it runs.
@@ -214,9 +214,9 @@ class AdaptiveBatcher(Generic[P, R]):
         started = time.perf_counter()
         try:
             if self._forward_ewma is not None and self._forward_ewma < self.inline_below:
-                results = self._run(parts)
+                results, cpu = self._timed_run(parts)
             else:
-                results = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, parts)
+                results, cpu = await asyncio.get_running_loop().run_in_executor(self._executor, self._timed_run, parts)
             if len(results) != len(batch):
                 raise ModelFailure(f"the model returned {len(results)} results for {len(batch)} requests")
         except PredictorError as exc:
@@ -225,9 +225,8 @@ class AdaptiveBatcher(Generic[P, R]):
         except Exception as exc:
             self._fail(batch, ModelFailure(f"forward pass failed: {type(exc).__name__}: {exc}"))
             return
-        finished = time.perf_counter()
-        elapsed = finished - started
-        self._forward_ewma = elapsed if self._forward_ewma is None else 0.8 * self._forward_ewma + 0.2 * elapsed
+        elapsed = time.perf_counter() - started
+        self._forward_ewma = cpu if self._forward_ewma is None else 0.8 * self._forward_ewma + 0.2 * cpu
         for pending, result in zip(batch, results):
             if not pending.future.done():
                 pending.future.set_result(result)
@@ -240,6 +239,13 @@ class AdaptiveBatcher(Generic[P, R]):
                     forward_seconds=elapsed,
                 )
             )
+
+    def _timed_run(self, parts: list[P]) -> tuple[Sequence[R], float]:
+        """Run a batch and measure the CPU time its thread spent: the cost of running it inline
+        (wall time on a busy model thread also counts waiting for the GIL)."""
+        started = time.thread_time()
+        results = self._run(parts)
+        return results, time.thread_time() - started
 
     @staticmethod
     def _fail(batch: list[_Pending[P, R]], exc: Exception) -> None:
