@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    _share_kserve_logging()
     try:
         server.start([model])
     except ConfigError as exc:
@@ -45,6 +46,16 @@ def main(argv: list[str] | None = None) -> None:
     except Exception:
         logger.exception("cannot serve %s", model.name)
         sys.exit(1)
+
+
+def _share_kserve_logging() -> None:
+    """Log maas's messages (loading progress, errors) through kserve's configured handlers."""
+    kserve_logger = logging.getLogger("kserve")
+    if kserve_logger.handlers and not logger.handlers:
+        for handler in kserve_logger.handlers:
+            logger.addHandler(handler)
+        logger.setLevel(kserve_logger.level or logging.INFO)
+        logger.propagate = False
 
 
 def _create(ns: argparse.Namespace):
