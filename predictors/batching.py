@@ -12,6 +12,11 @@ Execution. Forward passes run on the model's own thread, except tiny ones: while
 forward CPU time stays under ``inline_below`` seconds, the batch runs on the event loop itself,
 which is cheaper than a thread hand-off (and the GIL hand-back) for models that take microseconds.
 
+Requests may carry a group ``key``: only requests with equal keys share a batch (a family uses it
+for requests that cannot share a forward pass, e.g. different generation settings). Batches are
+taken from the head of the queue in arrival order, so a request with another key closes the batch
+rather than being overtaken.
+
 Every request has its own future; a failed forward pass fails only the requests of its batch; a
 cancelled request (client gone) or one past ``max_wait`` is dropped before it runs.
 """
@@ -22,7 +27,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -48,6 +53,7 @@ class _Pending(Generic[P, R]):
     part: P
     items: int
     future: asyncio.Future[R]
+    key: Hashable = None
     enqueued: float = field(default_factory=time.perf_counter)
     expiry: asyncio.TimerHandle | None = None
 
@@ -132,8 +138,8 @@ class AdaptiveBatcher(Generic[P, R]):
         if self._wakeup is not None:
             self._wakeup.set()
 
-    async def submit(self, part: P, items: int, ticket: Ticket | None = None) -> R:
-        """Queue one request's part of ``items`` rows and wait for its result."""
+    async def submit(self, part: P, items: int, ticket: Ticket | None = None, key: Hashable = None) -> R:
+        """Queue one request's part of ``items`` rows and wait for its result; ``key`` groups batches."""
         if ticket is not None:
             ticket.queued()
         if self._queued_items + items > self.max_queue_size and self._queue:
@@ -142,7 +148,7 @@ class AdaptiveBatcher(Generic[P, R]):
             )
         self._ensure_worker()
         loop = asyncio.get_running_loop()
-        pending: _Pending[P, R] = _Pending(part, items, loop.create_future())
+        pending: _Pending[P, R] = _Pending(part, items, loop.create_future(), key)
         if self.max_wait is not None:
             pending.expiry = loop.call_later(self.max_wait, self._expire, pending)
         self._queue.append(pending)
@@ -172,7 +178,12 @@ class AdaptiveBatcher(Generic[P, R]):
             batch = self._take([])
             target = min(self.max_batch_size, max(self._peak, 1))
             deadline = time.perf_counter() + self.max_delay
-            while self._size(batch) < self.max_batch_size and (self._preparing or self._size(batch) < target):
+            # a live request left at the head (too big, or another key) closes the batch: nothing overtakes it
+            while (
+                not self._queue
+                and self._size(batch) < self.max_batch_size
+                and (self._preparing or self._size(batch) < target)
+            ):
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0 or self._inside <= len(batch):
                     break  # out of time, or nobody else is inside the server to wait for
@@ -192,7 +203,7 @@ class AdaptiveBatcher(Generic[P, R]):
                 self._queue.popleft()
                 self._queued_items -= head.items
                 continue
-            if batch and size + head.items > self.max_batch_size:
+            if batch and (size + head.items > self.max_batch_size or head.key != batch[0].key):
                 break
             self._queue.popleft()
             self._queued_items -= head.items

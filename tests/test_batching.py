@@ -180,3 +180,14 @@ async def test_item_counts_bound_batches_and_stats_are_reported() -> None:
 def test_knobs_are_validated_when_built(kwargs) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError):
         batcher(Recorder(), **kwargs)
+
+
+async def test_only_requests_with_the_same_key_share_a_batch_in_arrival_order() -> None:
+    run = Recorder(delay=0.05)
+    b = batcher(run)
+    first = asyncio.ensure_future(b.submit(0, 1, key="a"))
+    await asyncio.sleep(0.01)  # the first batch is running; the rest queue up
+    keys = ["a", "a", "b", "b", "a"]
+    results = await asyncio.gather(*(b.submit(i, 1, key=k) for i, k in enumerate(keys, start=1)))
+    assert await first == 0 and results == [2, 4, 6, 8, 10]
+    assert run.batches == [[0], [1, 2], [3, 4], [5]]
