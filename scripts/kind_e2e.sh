@@ -11,9 +11,9 @@
 # settings); run it on a workstation before a release.
 #
 # Needs: docker, kind (v0.20+), kubectl, helm (v3.8+, for OCI charts), python3 with this project
-# installed (`pip install -e .`: the gRPC call uses the kserve package), and one model directory
-# per family under $MODELS_DIR: image/, sequence/, transformer/, generative/, each holding the
-# maas.yaml that `python -m predictors --model_dir DIR` serves.
+# installed (`pip install -e '.[dev]'`: the gRPC call uses the kserve package). The reference
+# models are trained into $MODELS_DIR when missing (scripts/reference_models.py) and one per
+# family goes onto the PVC as image/, sequence/, transformer/, generative/.
 #
 # Settings (environment):
 #   CLUSTER=maas-e2e             kind cluster name
@@ -35,6 +35,8 @@ KEEP_CLUSTER="${KEEP_CLUSTER:-0}"
 IMAGE_REPOSITORY="maas-predictor"
 IMAGE_TAG="e2e"
 FAMILIES=(image sequence transformer generative)
+# the reference model that stands for each family on the PVC
+declare -A MODEL_OF=([image]=digits-cnn [sequence]=digits-lstm [transformer]=minilm [generative]=digits-vae)
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PORT_FORWARD_PID=""
 
@@ -61,8 +63,11 @@ preflight() {
   cd "${ROOT}"
   local family
   for family in "${FAMILIES[@]}"; do
-    [[ -f "${MODELS_DIR}/${family}/maas.yaml" ]] \
-      || die "${MODELS_DIR}/${family}/maas.yaml is missing: put one model directory per family there"
+    if [[ ! -f "${MODELS_DIR}/${MODEL_OF[${family}]}/maas.yaml" ]]; then
+      log "training the reference models into ${MODELS_DIR}"
+      python3 scripts/reference_models.py --out "${MODELS_DIR}"
+      break
+    fi
   done
 }
 
@@ -128,7 +133,7 @@ EOF
   kubectl wait --for=condition=Ready pod/maas-models-loader -n "${NAMESPACE}" --timeout=180s
   local family
   for family in "${FAMILIES[@]}"; do
-    kubectl cp "${MODELS_DIR}/${family}" "${NAMESPACE}/maas-models-loader:/models/${family}"
+    kubectl cp "${MODELS_DIR}/${MODEL_OF[${family}]}" "${NAMESPACE}/maas-models-loader:/models/${family}"
   done
   kubectl delete pod maas-models-loader -n "${NAMESPACE}" --wait
 }
