@@ -122,6 +122,8 @@ def noop_dir(workload: Workload, tmp: Path) -> Path:
     import torch
     import yaml
 
+    if workload.family == "transformer":
+        return noop_text_dir(workload, tmp)
     target = tmp / f"noop-{workload.key}"
     target.mkdir(exist_ok=True)
     config = yaml.safe_load((workload.model_dir / "maas.yaml").read_text())
@@ -132,6 +134,30 @@ def noop_dir(workload: Workload, tmp: Path) -> Path:
     }
     (target / "maas.yaml").write_text(yaml.safe_dump(config))
     torch.save({}, target / "weights.pt")
+    return target
+
+
+def noop_text_dir(workload: Workload, tmp: Path) -> Path:
+    """An embedding model with the same tokenizer and no transformer layers: the server stack
+    (tokenisation included) around a model that does next to nothing."""
+    import yaml
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    target = tmp / f"noop-{workload.key}"
+    tokenizer = AutoTokenizer.from_pretrained(workload.model_dir, local_files_only=True)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=8,
+        num_hidden_layers=0,
+        num_attention_heads=1,
+        intermediate_size=8,
+        max_position_embeddings=512,
+    )
+    BertModel(config).save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    maas = yaml.safe_load((workload.model_dir / "maas.yaml").read_text())
+    maas.pop("metrics", None)
+    (target / "maas.yaml").write_text(yaml.safe_dump(maas))
     return target
 
 
@@ -155,13 +181,20 @@ def tensor224_dir(tmp: Path) -> Path:
     return target
 
 
-def digits_workloads(models: Path) -> list[Workload]:
+def all_workloads(models: Path) -> list[Workload]:
+    """digits CNN and LSTM (one sample per request) and MiniLM (one sentence) when it is there."""
+    from maas_bench.raw import TEXT
+
     cnn = np.load(models / "digits-cnn" / "heldout.npz")["x"]
     lstm = np.load(models / "digits-lstm" / "heldout.npz")["x"]
-    return [
+    found = [
         Workload("digits-cnn", models / "digits-cnn", "digits-cnn", "input", cnn[:1], "image"),
         Workload("digits-lstm", models / "digits-lstm", "digits-lstm", "input", lstm[:1], "sequence"),
     ]
+    if (models / "minilm" / "maas.yaml").is_file():
+        text = np.array([TEXT.encode()], dtype=object)
+        found.append(Workload("minilm", models / "minilm", "minilm", "text", text, "transformer"))
+    return found
 
 
 def serve_and_load(
@@ -255,10 +288,10 @@ def main() -> None:
     log_config = quiet_log_config(tmp)
     results: list[Result] = []
     raws: dict[str, dict] = {}  # type: ignore[type-arg]
-    workloads = [w for w in digits_workloads(args.models) if not args.only or w.key in args.only.split(",")]
+    workloads = [w for w in all_workloads(args.models) if not args.only or w.key in args.only.split(",")]
 
     print("== load generator capacity (trivial endpoints on the server core)", flush=True)
-    cnn = digits_workloads(args.models)[0]
+    cnn = all_workloads(args.models)[0]
     capacity: list[Result] = []
     trivial = start("trivial", cnn.model_dir, cnn.model_name, core=plan.server_core, log_config=log_config)
     try:

@@ -17,6 +17,7 @@ from pathlib import Path
 import kserve
 import numpy as np
 import torch
+import yaml
 from kserve import InferOutput, InferRequest, InferResponse
 
 
@@ -55,12 +56,47 @@ class NaiveClassifier(kserve.Model):
         )
 
 
+class NaiveEmbedder(kserve.Model):
+    """Sentence embeddings the plain way: tokenise this request's texts, one forward, mean-pool."""
+
+    def __init__(self, name: str, model_dir: Path) -> None:
+        super().__init__(name)
+        self.model_dir = model_dir
+        self.ready = False
+
+    def load(self) -> bool:
+        from transformers import AutoModel, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
+        self.model = AutoModel.from_pretrained(self.model_dir, local_files_only=True).eval()
+        self.ready = True
+        return True
+
+    def predict(self, payload: InferRequest, headers: dict[str, str] | None = None) -> InferResponse:
+        texts = [t.decode() if isinstance(t, bytes) else str(t) for t in payload.inputs[0].as_numpy().ravel()]
+        tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+        with torch.no_grad():
+            hidden = self.model(**tokens).last_hidden_state
+        mask = tokens["attention_mask"].unsqueeze(-1).float()
+        pooled = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=1).numpy()
+        out = InferOutput("embedding", list(pooled.shape), "FP32")
+        out.set_data_from_numpy(pooled, binary_data=payload.use_binary_outputs)
+        return InferResponse(
+            response_id=payload.id or str(uuid.uuid4()),
+            model_name=self.name,
+            infer_outputs=[out],
+            use_binary_outputs=payload.use_binary_outputs,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(parents=[kserve.model_server.parser])
     parser.add_argument("--model_dir", required=True)
     args, _ = parser.parse_known_args()
     torch.set_num_threads(1)
-    model = NaiveClassifier(args.model_name, Path(args.model_dir))
+    model_dir = Path(args.model_dir)
+    family = yaml.safe_load((model_dir / "maas.yaml").read_text())["family"]
+    model = (NaiveEmbedder if family == "transformer" else NaiveClassifier)(args.model_name, model_dir)
     model.load()
     kserve.ModelServer().start([model])
 

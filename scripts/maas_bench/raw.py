@@ -27,9 +27,15 @@ def measure(fn, seconds: float) -> list[float]:  # type: ignore[no-untyped-def]
     return times
 
 
+TEXT = "A quick benchmark sentence about serving models on Kubernetes with KServe."
+
+
 def forward_fn(model_dir: Path, batch: int):  # type: ignore[no-untyped-def]
     """A callable running one forward of ``batch`` items, as the predictor family would."""
     from predictors.config import ModelConfig
+
+    if ModelConfig.load(model_dir).family == "transformer":
+        return embed_fn(model_dir, batch)
     from predictors.modules import build_module
 
     config = ModelConfig.load(model_dir)
@@ -42,6 +48,24 @@ def forward_fn(model_dir: Path, batch: int):  # type: ignore[no-untyped-def]
     def run() -> None:
         with torch.inference_mode():
             torch.softmax(model(*args), dim=1).numpy()
+
+    return run
+
+
+def embed_fn(model_dir: Path, batch: int):  # type: ignore[no-untyped-def]
+    """Tokenise ``batch`` texts, one forward, mean-pool and normalise: sentence embeddings."""
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    model = AutoModel.from_pretrained(model_dir, local_files_only=True).eval()
+    texts = [TEXT] * batch
+
+    def run() -> None:
+        tokens = tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+        with torch.inference_mode():
+            hidden = model(**tokens).last_hidden_state
+            mask = tokens["attention_mask"].unsqueeze(-1).float()
+            torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=1).numpy()
 
     return run
 
