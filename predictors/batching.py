@@ -7,6 +7,11 @@ requests are on their way: callers ``announce()`` a request before decoding and 
 a batch that is not full waits for announced requests still being prepared. Every request has its
 own future; a failed forward pass fails only the requests of its batch; a cancelled request
 (client gone) is dropped before it runs.
+
+Requests may carry a group ``key``: only requests with equal keys share a batch (a family uses it
+for requests that cannot share a forward pass, e.g. different generation modes). Batches are taken
+from the head of the queue in arrival order, so a request with another key ends the batch rather
+than being overtaken.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -41,6 +46,7 @@ class _Pending(Generic[P, R]):
     part: P
     items: int
     future: asyncio.Future[R]
+    key: Hashable = None
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -103,8 +109,8 @@ class AdaptiveBatcher(Generic[P, R]):
         if self._wakeup is not None:
             self._wakeup.set()
 
-    async def submit(self, part: P, items: int, ticket: Ticket | None = None) -> R:
-        """Queue one request's part of ``items`` rows and wait for its result."""
+    async def submit(self, part: P, items: int, ticket: Ticket | None = None, key: Hashable = None) -> R:
+        """Queue one request's part of ``items`` rows and wait for its result; ``key`` groups batches."""
         if ticket is not None:
             ticket.release()
         if self._queued_items + items > self.max_queue_size and self._queue:
@@ -113,7 +119,7 @@ class AdaptiveBatcher(Generic[P, R]):
             )
         self._ensure_worker()
         assert self._wakeup is not None
-        pending: _Pending[P, R] = _Pending(part, items, asyncio.get_running_loop().create_future())
+        pending: _Pending[P, R] = _Pending(part, items, asyncio.get_running_loop().create_future(), key)
         self._queue.append(pending)
         self._queued_items += items
         self._wakeup.set()
@@ -133,7 +139,9 @@ class AdaptiveBatcher(Generic[P, R]):
                 continue
             batch = self._take([])
             deadline = time.perf_counter() + self.max_delay
-            while self._announced and self._size(batch) < self.max_batch_size:
+            # wait for announced requests only while the batch can still grow: a live request left at
+            # the head (too big, or another key) closes it, as nothing may overtake that request
+            while self._announced and not self._queue and self._size(batch) < self.max_batch_size:
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
                     break
@@ -152,7 +160,7 @@ class AdaptiveBatcher(Generic[P, R]):
                 self._queue.popleft()
                 self._queued_items -= head.items
                 continue
-            if batch and size + head.items > self.max_batch_size:
+            if batch and (size + head.items > self.max_batch_size or head.key != batch[0].key):
                 break
             self._queue.popleft()
             self._queued_items -= head.items

@@ -103,8 +103,6 @@ def decode_grpc(request: Any, max_elements: int) -> V2Request:
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise InvalidRequest(f"{len(request.inputs)} inputs but {len(raw)} raw_input_contents")
-    if not request.inputs:
-        raise InvalidRequest("the request has no inputs")
     inputs, datatypes = {}, {}
     for i, tensor in enumerate(request.inputs):
         name, datatype, shape = _describe(
@@ -209,9 +207,9 @@ def _parse_header(raw: bytes) -> dict[str, Any]:
 
 
 def _input_specs(header: dict[str, Any]) -> list[dict[str, Any]]:
-    specs = header.get("inputs")
-    if not isinstance(specs, list) or not specs:
-        raise InvalidRequest("'inputs' must be a non-empty list")
+    specs = header.get("inputs", [])
+    if not isinstance(specs, list):
+        raise InvalidRequest("'inputs' must be a non-empty list")  # empty only where the model allows it
     names = [s.get("name") if isinstance(s, dict) else None for s in specs]
     for spec, name in zip(specs, names):
         if not isinstance(spec, dict):

@@ -140,3 +140,31 @@ async def test_item_counts_bound_batches_and_stats_are_reported() -> None:
 def test_knobs_are_validated_when_built(kwargs) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError):
         batcher(Recorder(), **kwargs)
+
+
+async def test_only_equal_keys_share_a_batch_in_arrival_order() -> None:
+    run = Recorder(delay=0.1)
+    b = batcher(run)
+    first = asyncio.ensure_future(b.submit(0, 1, key="a"))
+    await asyncio.sleep(0.03)  # the first is running: the rest queue up behind it
+    keys = ["a", "a", "b", "b", "a", None, None]
+    results = await asyncio.gather(*(b.submit(i, 1, key=k) for i, k in enumerate(keys, start=1)))
+    assert await first == 0 and results == [2 * i for i in range(1, 8)]
+    # the 'a' after the 'b's does not overtake them, and keyless requests group together
+    assert run.batches == [[0], [1, 2], [3, 4], [5], [6, 7]]
+
+
+async def test_a_batch_closed_by_another_key_does_not_wait_for_announced_requests() -> None:
+    run = Recorder(delay=0.1)
+    b = batcher(run, max_delay=2.0)
+    busy = asyncio.ensure_future(b.submit(0, 1))
+    await asyncio.sleep(0.03)
+    ticket = b.announce()  # a request still being decoded, never submitted in time
+    started = time.perf_counter()
+    closed = asyncio.ensure_future(b.submit(1, 1, key="x"))
+    last = asyncio.ensure_future(b.submit(2, 1, key="y"))
+    assert await closed == 2
+    assert time.perf_counter() - started < 1.0, "a batch that cannot grow must not wait max_delay"
+    ticket.release()  # the last batch could grow, so it waited for the announcement
+    assert await last == 4 and await busy == 0
+    assert run.batches == [[0], [1], [2]]
