@@ -75,4 +75,14 @@ def _create(ns: argparse.Namespace):
         event_loop=ns.event_loop,
         timeout_keep_alive=ns.timeout_keep_alive,
     )
+    _log_like_kserve()
     return server, model
+
+
+def _log_like_kserve() -> None:
+    """Send maas's log (loading progress, errors) to kserve's handlers, set up by the ModelServer."""
+    kserve_logger = logging.getLogger("kserve")
+    if kserve_logger.handlers:
+        logger.handlers = list(kserve_logger.handlers)
+        logger.setLevel(kserve_logger.level)
+        logger.propagate = False

@@ -14,11 +14,17 @@ from typing import Any
 import numpy as np
 
 from predictors.config import ImagePreprocessing
-from predictors.errors import InvalidRequest
+from predictors.errors import ConfigError, InvalidRequest
 from predictors.inputs import float_instances
 
 MAX_IMAGE_PIXELS = 50_000_000
 _SIGNATURES = (b"\x89PNG", b"\xff\xd8")  # PNG, JPEG
+
+
+def check_channels(prep: ImagePreprocessing, channels: int) -> None:
+    """The colour mode encoded images are converted to must give the model's channels."""
+    if channels != {"L": 1, "RGB": 3}[prep.color_mode]:
+        raise ConfigError(f"image.color_mode {prep.color_mode} does not give {channels} channels")
 
 
 def b64decode(text: str, index: int) -> bytes:

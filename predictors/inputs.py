@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -49,3 +50,33 @@ def reject_unknown(request: V2Request, known: list[str]) -> None:
 def float_instances(name: str, instances: Any, shape: tuple[int, ...]) -> np.ndarray:
     """V1 numeric instances as float32 of ``shape`` (strict: numbers only, rectangular)."""
     return array_from_list(name, "FP32", shape, instances)
+
+
+def int_parameter(parameters: dict[str, Any], name: str, low: int, high: int) -> int | None:
+    """A request parameter that must be an integer in ``[low, high]``; ``None`` when absent."""
+    value = parameters.get(name)
+    if value is not None and (type(value) is not int or not low <= value <= high):
+        raise InvalidRequest(f"parameter '{name}' must be an integer from {low} to {high}, got {value!r}")
+    return value
+
+
+def number_parameter(
+    parameters: dict[str, Any], name: str, low: float, high: float, *, above: bool = False
+) -> float | None:
+    """A request parameter that must be a number in ``[low, high]`` (``(low, high]`` with ``above``)."""
+    value = parameters.get(name)
+    if value is None:
+        return None
+    fits = type(value) in (int, float) and math.isfinite(value) and value <= high
+    if not fits or (value <= low if above else value < low):
+        bounds = f"above {low} and at most {high}" if above else f"from {low} to {high}"
+        raise InvalidRequest(f"parameter '{name}' must be a number {bounds}, got {value!r}")
+    return float(value)
+
+
+def bool_parameter(parameters: dict[str, Any], name: str) -> bool:
+    """A request parameter that must be a boolean when given (default false)."""
+    value = parameters.get(name, False)
+    if type(value) is not bool:
+        raise InvalidRequest(f"parameter '{name}' must be true or false, got {value!r}")
+    return value

@@ -11,7 +11,7 @@ from predictors.base import MaasModel
 from predictors.classifier import ClassifierOutputs
 from predictors.config import TensorSpec
 from predictors.errors import ConfigError, InvalidRequest
-from predictors.images import decode_images, v1_images
+from predictors.images import check_channels, decode_images, v1_images
 from predictors.inputs import check_tensor, reject_unknown, v2_input
 from predictors.modules import build_module
 from predictors.v2 import V2Request
@@ -28,9 +28,7 @@ class ImageModel(ClassifierOutputs, MaasModel[np.ndarray]):
         spec = self.tensor_spec
         if spec.datatype != "FP32" or len(spec.shape) != 4 or spec.shape[0] != -1 or -1 in spec.shape[1:]:
             raise ConfigError(f"an image model's input must be FP32 [-1, C, H, W], got {spec.datatype} {spec.shape}")
-        channels = spec.shape[1]
-        if channels != {"L": 1, "RGB": 3}[self.config.image.color_mode]:
-            raise ConfigError(f"image.color_mode {self.config.image.color_mode} does not give {channels} channels")
+        check_channels(self.config.image, spec.shape[1])
         self.module = build_module(self.config.module, self.model_dir, self.device, self.dtype)
 
     @property
@@ -73,4 +71,3 @@ class ImageModel(ClassifierOutputs, MaasModel[np.ndarray]):
     def warmup_parts(self) -> list[np.ndarray]:
         _, c, h, w = self.tensor_spec.shape
         return [np.zeros((1, c, h, w), dtype=np.float32)] * self.settings.max_batch_size
-
