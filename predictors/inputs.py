@@ -63,15 +63,29 @@ def int_parameter(parameters: dict[str, Any], name: str, low: int, high: int) ->
 def number_parameter(
     parameters: dict[str, Any], name: str, low: float, high: float, *, above: bool = False
 ) -> float | None:
-    """A request parameter that must be a number in ``[low, high]`` (``(low, high]`` with ``above``)."""
-    value = parameters.get(name)
-    if value is None:
+    """A request parameter that must be a number in ``[low, high]`` (``(low, high]`` with ``above``).
+
+    Its decimal text (``"0.7"``) counts too: gRPC request parameters have no floating-point type.
+    """
+    given = parameters.get(name)
+    if given is None:
         return None
-    fits = type(value) in (int, float) and math.isfinite(value) and value <= high
-    if not fits or (value <= low if above else value < low):
+    value = _number(given)
+    if value is None or not math.isfinite(value) or value > high or (value <= low if above else value < low):
         bounds = f"above {low} and at most {high}" if above else f"from {low} to {high}"
-        raise InvalidRequest(f"parameter '{name}' must be a number {bounds}, got {value!r}")
-    return float(value)
+        raise InvalidRequest(f"parameter '{name}' must be a number {bounds}, got {given!r}")
+    return value
+
+
+def _number(value: Any) -> float | None:
+    if type(value) in (int, float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
 
 
 def bool_parameter(parameters: dict[str, Any], name: str) -> bool:

@@ -45,12 +45,8 @@ BAD_VALUES = [
         ["/models/0/canary/trafficPercent"],
         id="canary-over-100-percent",
     ),
-    pytest.param(
-        {"runtime": {"kind": "ClusterRuntime"}}, ["/runtime/kind"], id="unknown-runtime-kind"
-    ),
-    pytest.param(
-        {"controller": {"enable": True}}, ["/controller", "enable"], id="typo-in-controller"
-    ),
+    pytest.param({"runtime": {"kind": "ClusterRuntime"}}, ["/runtime/kind"], id="unknown-runtime-kind"),
+    pytest.param({"controller": {"enable": True}}, ["/controller", "enable"], id="typo-in-controller"),
     # Caught by the templates: rules that span several values.
     pytest.param(
         {"models": [model("m", autoscaling={"minReplicas": 3, "maxReplicas": 2})]},
@@ -63,20 +59,12 @@ BAD_VALUES = [
         id="scale-to-zero-standard-hpa",
     ),
     pytest.param(
-        {
-            "models": [
-                model("m", deploymentMode="Knative", autoscaling={"class": "hpa", "minReplicas": 0})
-            ]
-        },
+        {"models": [model("m", deploymentMode="Knative", autoscaling={"class": "hpa", "minReplicas": 0})]},
         ["autoscaling.minReplicas 0", "class hpa", "deploymentMode Knative"],
         id="scale-to-zero-knative-hpa",
     ),
     pytest.param(
-        {
-            "models": [
-                model("m", autoscaling={"class": "keda", "minReplicas": 0, "scaleMetric": "cpu"})
-            ]
-        },
+        {"models": [model("m", autoscaling={"class": "keda", "minReplicas": 0, "scaleMetric": "cpu"})]},
         ["autoscaling.minReplicas 0", "class keda"],
         id="scale-to-zero-keda-cpu",
     ),
@@ -121,11 +109,7 @@ BAD_VALUES = [
         id="gpu-type-without-count",
     ),
     pytest.param(
-        {
-            "models": [
-                model("m", canary={"storageUri": "s3://b/m2", "trafficPercent": 10, "replicas": 2})
-            ]
-        },
+        {"models": [model("m", canary={"storageUri": "s3://b/m2", "trafficPercent": 10, "replicas": 2})]},
         ["canary.replicas (2)", "autoscaling.minReplicas (1)"],
         id="canary-larger-than-stable",
     ),

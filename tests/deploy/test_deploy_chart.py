@@ -140,9 +140,7 @@ def test_gpu_model(render):
                 dtype="bfloat16",
                 resources={"limits": {"memory": "24Gi"}},
                 gpu={"count": 2, "type": "NVIDIA-A100-SXM4-80GB"},
-                tolerations=[
-                    {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}
-                ],
+                tolerations=[{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}],
                 affinity={
                     "nodeAffinity": {
                         "requiredDuringSchedulingIgnoredDuringExecution": {
@@ -169,9 +167,7 @@ def test_gpu_model(render):
         "nvidia.com/gpu.present": "true",
         "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB",
     }
-    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in predictor[
-        "tolerations"
-    ]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in predictor["tolerations"]
     assert len(predictor["tolerations"]) == 2
     assert predictor["affinity"] == values["models"][0]["affinity"]
     assert env_of(render(values).isvc("llm"))["MAAS_DEVICE"] == "cuda"
@@ -298,17 +294,12 @@ def test_keda_defaults_to_cpu_and_to_the_models_request_rate(render):
         "target": {"type": "Utilization", "averageUtilization": 80},
     }
     (metric,) = rendered.isvc("b")["spec"]["predictor"]["autoScaling"]["metrics"]
-    assert (
-        metric["external"]["metric"]["query"]
-        == 'sum(rate(maas_requests_total{namespace="ml",model="b"}[1m]))'
-    )
+    assert metric["external"]["metric"]["query"] == 'sum(rate(maas_requests_total{namespace="ml",model="b"}[1m]))'
 
 
 def test_knative_canary_routes_a_share_to_the_new_revision(render):
     canary = {"storageUri": "pvc://maas-models/bert-v2", "trafficPercent": 25}
-    isvc = render(
-        {"models": [model("bert", "transformer", deploymentMode="Knative", canary=canary)]}
-    ).isvc("bert")
+    isvc = render({"models": [model("bert", "transformer", deploymentMode="Knative", canary=canary)]}).isvc("bert")
     check_object(isvc)
     predictor = isvc["spec"]["predictor"]
     assert predictor["canaryTrafficPercent"] == 25
@@ -348,9 +339,7 @@ def test_standard_canary_is_a_second_predictor(render):
         "storageUri": "pvc://maas-models/bert-v2",
     }
     # KServe gives the canary fixed replicas and rejects autoscaling fields on it.
-    assert not {"maxReplicas", "scaleMetric", "scaleTarget", "autoScaling"} & set(
-        entry["predictor"]
-    )
+    assert not {"maxReplicas", "scaleMetric", "scaleTarget", "autoScaling"} & set(entry["predictor"])
 
 
 def test_standard_canary_name_defaults(render):
@@ -424,8 +413,7 @@ def test_models_override_chart_defaults(render):
 def test_several_models_and_the_knative_runtime(render):
     values = {
         "models": [
-            model(f"m{i}", family)
-            for i, family in enumerate(("image", "sequence", "transformer", "generative"))
+            model(f"m{i}", family) for i, family in enumerate(("image", "sequence", "transformer", "generative"))
         ]
     }
     rendered = render(values)
@@ -436,9 +424,7 @@ def test_several_models_and_the_knative_runtime(render):
         "m3",
     ]
     assert [r["metadata"]["name"] for r in rendered.of_kind("ServingRuntime")] == ["demo-maas"]
-    assert [p["metadata"]["name"] for p in rendered.of_kind("Pod")] == [
-        f"demo-maas-test-m{i}" for i in range(4)
-    ]
+    assert [p["metadata"]["name"] for p in rendered.of_kind("Pod")] == [f"demo-maas-test-m{i}" for i in range(4)]
 
     values["models"][2]["deploymentMode"] = "Knative"
     values["models"][2]["autoscaling"] = {"class": "kpa"}
@@ -461,9 +447,7 @@ def test_helm_test_calls_each_models_readiness_endpoint(render):
         {
             "models": [
                 model("resnet"),
-                model(
-                    "bert", "transformer", deploymentMode="Knative", autoscaling={"class": "kpa"}
-                ),
+                model("bert", "transformer", deploymentMode="Knative", autoscaling={"class": "kpa"}),
             ]
         }
     )
@@ -518,9 +502,7 @@ def test_version_controller(render, all_namespaces):
         "app.kubernetes.io/component": "controller",
     }
 
-    role_kind, binding_kind = (
-        ("ClusterRole", "ClusterRoleBinding") if all_namespaces else ("Role", "RoleBinding")
-    )
+    role_kind, binding_kind = ("ClusterRole", "ClusterRoleBinding") if all_namespaces else ("Role", "RoleBinding")
     role = rendered.one(role_kind, "demo-maas-controller")
     rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): set(r["verbs"]) for r in role["rules"]}
     assert rules == {
@@ -542,14 +524,10 @@ def test_version_controller(render, all_namespaces):
         "kind": role_kind,
         "name": "demo-maas-controller",
     }
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": "ml"}
-    ]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": "ml"}]
     if not all_namespaces:
         assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "models"
-    assert (
-        rendered.one("ServiceAccount", pod["serviceAccountName"])["metadata"]["namespace"] == "ml"
-    )
+    assert rendered.one("ServiceAccount", pod["serviceAccountName"])["metadata"]["namespace"] == "ml"
 
 
 def test_controller_is_off_by_default(render):
@@ -560,11 +538,7 @@ def test_controller_is_off_by_default(render):
 def test_monitors_and_network_policy_select_the_models(render):
     rendered = render(EVERYTHING)
     names = ["resnet", "lstm", "bert", "gpt"]
-    selector = {
-        "matchExpressions": [
-            {"key": "serving.kserve.io/inferenceservice", "operator": "In", "values": names}
-        ]
-    }
+    selector = {"matchExpressions": [{"key": "serving.kserve.io/inferenceservice", "operator": "In", "values": names}]}
     pod_monitor = rendered.one("PodMonitor", "demo-maas")
     assert pod_monitor["spec"]["selector"] == selector
     assert {(e["port"], e["path"]) for e in pod_monitor["spec"]["podMetricsEndpoints"]} == {

@@ -53,9 +53,7 @@ def test_gpu_variant():
     predictor = isvcs()["maas-generative-gpu"]["spec"]["predictor"]
     assert predictor["model"]["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert predictor["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
-    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in predictor[
-        "tolerations"
-    ]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in predictor["tolerations"]
 
 
 def kustomized(directory: Path) -> set[Path]:

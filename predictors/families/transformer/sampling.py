@@ -31,7 +31,9 @@ class RowSampler(LogitsProcessor):
         self.sampled = [i for i, t in enumerate(temperatures) if t > 0]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        scores = scores.float()
+        return self.pick(scores.float())  # type: ignore[return-value]
+
+    def pick(self, scores: torch.Tensor) -> torch.Tensor:
         chosen = scores.argmax(dim=-1)
         if self.sampled:
             rows = torch.tensor(self.sampled, device=scores.device)
