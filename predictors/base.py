@@ -30,6 +30,7 @@ from predictors.batching import AdaptiveBatcher, Ticket
 from predictors.config import ModelConfig, TensorSpec
 from predictors.errors import ConfigError, InvalidRequest, NotReady, UnsupportedMediaType
 from predictors.settings import Device, DType, Settings
+from predictors.tensors import Limits
 from predictors.v2 import HEADER_LENGTH, V2Request, decode_binary, decode_grpc, decode_json, encode_grpc, encode_rest
 
 logger = logging.getLogger("maas")
@@ -73,6 +74,9 @@ class MaasModel(Model, Generic[P]):
         self.device: Any = None
         self.dtype: Any = None
         self.batcher: AdaptiveBatcher[Job[P], Outputs] | None = None
+        self.limits = Limits(
+            max_elements=settings.max_tensor_elements, max_element_bytes=int(settings.max_element_mb * (1 << 20))
+        )
         self._loading = False
 
     # ---- hooks for families -------------------------------------------------------------
@@ -158,6 +162,8 @@ class MaasModel(Model, Generic[P]):
                 max_batch_size=self.settings.max_batch_size,
                 max_delay=self.settings.max_batch_delay_ms / 1000.0,
                 max_queue_size=self.settings.max_queue_size,
+                max_wait=self.settings.max_queue_wait_ms / 1000.0,
+                inline_below=self.settings.inline_forward_ms / 1000.0,
                 on_batch=metrics.batch_observer(self.name),
             )
             if self.settings.warmup:
@@ -214,17 +220,19 @@ class MaasModel(Model, Generic[P]):
 
     # ---- kserve hooks -------------------------------------------------------------------
     async def __call__(self, body: Any, headers: dict[str, str] | None = None, verb: Any = None) -> Any:
-        """Announce the request to the batcher while it is decoded, then run kserve's pipeline."""
+        """preprocess -> predict -> postprocess, with the request's ticket held from arrival to
+        answer so the batcher sees concurrency. (kserve's own ``__call__`` adds per-stage
+        histograms that maas's batch and request metrics replace.)"""
         if not self.ready or self.batcher is None:
             raise NotReady(f"model {self.name} is not ready")
-        ticket = self.batcher.announce()
+        ticket = self.batcher.ticket()
         token = _TICKET.set(ticket)
         try:
-            if verb is None:
-                return await super().__call__(body, headers)
-            return await super().__call__(body, headers, verb)
+            job = await self.preprocess(body, headers)
+            ticket.queued()
+            return await self.postprocess(await self.predict(job, headers), headers), {}
         finally:
-            ticket.release()
+            ticket.close()
             _TICKET.reset(token)
 
     def validate(self, payload: Any) -> Any:
@@ -233,9 +241,9 @@ class MaasModel(Model, Generic[P]):
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Job[P]:
         if isinstance(payload, RawV2):
             if payload.header_length is not None:
-                v2 = decode_binary(payload.body, payload.header_length, self.settings.max_tensor_elements)
+                v2 = decode_binary(payload.body, payload.header_length, self.limits)
             elif _is_json(payload.content_type):
-                v2 = decode_json(payload.body, self.settings.max_tensor_elements)
+                v2 = decode_json(payload.body, self.limits)
             else:
                 raise UnsupportedMediaType(
                     f"content type {payload.content_type!r} is not supported; send application/json "
@@ -243,7 +251,7 @@ class MaasModel(Model, Generic[P]):
                 )
             return self._v2_job(v2)
         if _is_grpc_request(payload):
-            return self._v2_job(decode_grpc(payload, self.settings.max_tensor_elements))
+            return self._v2_job(decode_grpc(payload, self.limits))
         if isinstance(payload, (bytes, bytearray)):
             content_type = (headers or {}).get("content-type", "")
             if not _is_json(content_type):

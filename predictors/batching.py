@@ -1,17 +1,24 @@
 """Adaptive batching: concurrent requests coalesce into one forward pass.
 
-Policy: one batch runs at a time on the model's own thread. A request on an idle model runs at
-once. Requests that arrive while a batch runs wait in the queue and go together in the next one,
-up to ``max_batch_size`` items. The batcher only waits (at most ``max_delay``) when it knows more
-requests are on their way: callers ``announce()`` a request before decoding and validating it, and
-a batch that is not full waits for announced requests still being prepared. Every request has its
-own future; a failed forward pass fails only the requests of its batch; a cancelled request
-(client gone) is dropped before it runs.
+Policy. One batch runs at a time. A request on an idle server runs at once: when no other
+request has been inside the server since the last batch, nothing is waited for, so batching
+costs nothing at low load. Under concurrent load (requests overlapping inside the server), a
+forming batch waits, at most ``max_delay``, until it holds as many items as requests were
+recently in flight (capped at ``max_batch_size``); requests arriving while a batch runs queue for
+the next one. Callers hold a ``Ticket`` for each request from arrival to answer: that is how the
+batcher sees concurrency, and requests still being decoded.
+
+Execution. Forward passes run on the model's own thread, except tiny ones: while the measured
+forward CPU time stays under ``inline_below`` seconds, the batch runs on the event loop itself,
+which is cheaper than a thread hand-off (and the GIL hand-back) for models that take microseconds.
 
 Requests may carry a group ``key``: only requests with equal keys share a batch (a family uses it
-for requests that cannot share a forward pass, e.g. different generation modes). Batches are taken
-from the head of the queue in arrival order, so a request with another key ends the batch rather
-than being overtaken.
+for requests that cannot share a forward pass, e.g. different generation settings). Batches are
+taken from the head of the queue in arrival order, so a request with another key closes the batch
+rather than being overtaken.
+
+Every request has its own future; a failed forward pass fails only the requests of its batch; a
+cancelled request (client gone) or one past ``max_wait`` is dropped before it runs.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from predictors.errors import ModelFailure, Overloaded, PredictorError
+from predictors.errors import ModelFailure, Overloaded, PredictorError, QueueTimeout
 
 P = TypeVar("P")  # one request's prepared input
 R = TypeVar("R")  # one request's result
@@ -48,24 +55,34 @@ class _Pending(Generic[P, R]):
     future: asyncio.Future[R]
     key: Hashable = None
     enqueued: float = field(default_factory=time.perf_counter)
+    expiry: asyncio.TimerHandle | None = None
 
 
 class Ticket:
-    """An announced request; ``release`` (idempotent) once it is queued or has failed."""
+    """One request inside the server: ``queued()`` once it is submitted (or failed), ``close()``
+    once it is answered. Both are idempotent."""
 
-    __slots__ = ("_batcher",)
+    __slots__ = ("_batcher", "_preparing")
 
     def __init__(self, batcher: AdaptiveBatcher[Any, Any]) -> None:
         self._batcher: AdaptiveBatcher[Any, Any] | None = batcher
+        self._preparing = True
 
-    def release(self) -> None:
+    def queued(self) -> None:
+        if self._preparing and self._batcher is not None:
+            self._preparing = False
+            self._batcher._preparing -= 1
+            self._batcher._wake()
+
+    def close(self) -> None:
+        self.queued()
         if self._batcher is not None:
-            self._batcher._withdraw()
+            self._batcher._inside -= 1
             self._batcher = None
 
 
 class AdaptiveBatcher(Generic[P, R]):
-    """Coalesce ``submit``-ted parts into calls of ``run(parts) -> results`` on ``executor``."""
+    """Coalesce ``submit``-ted parts into calls of ``run(parts) -> results``."""
 
     def __init__(
         self,
@@ -75,6 +92,8 @@ class AdaptiveBatcher(Generic[P, R]):
         max_batch_size: int,
         max_delay: float,
         max_queue_size: int,
+        max_wait: float | None = None,
+        inline_below: float = 0.0,
         on_batch: Callable[[BatchStats], None] | None = None,
     ) -> None:
         if max_batch_size < 1:
@@ -83,15 +102,24 @@ class AdaptiveBatcher(Generic[P, R]):
             raise ValueError(f"max_delay must be non-negative, got {max_delay}")
         if max_queue_size < 1:
             raise ValueError(f"max_queue_size must be at least 1, got {max_queue_size}")
+        if max_wait is not None and max_wait <= 0:
+            raise ValueError(f"max_wait must be positive, got {max_wait}")
+        if inline_below < 0:
+            raise ValueError(f"inline_below must be non-negative, got {inline_below}")
         self._run = run
         self._executor = executor
         self.max_batch_size = max_batch_size
         self.max_delay = max_delay
         self.max_queue_size = max_queue_size
+        self.max_wait = max_wait
+        self.inline_below = inline_below
         self._on_batch = on_batch
         self._queue: deque[_Pending[P, R]] = deque()
         self._queued_items = 0
-        self._announced = 0
+        self._preparing = 0  # requests inside the server, not yet submitted
+        self._inside = 0  # requests inside the server, from ticket to answer
+        self._peak = 0  # most requests inside at once since the last dispatch
+        self._forward_ewma: float | None = None
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
 
@@ -99,31 +127,41 @@ class AdaptiveBatcher(Generic[P, R]):
     def queued_items(self) -> int:
         return self._queued_items
 
-    def announce(self) -> Ticket:
-        """Mark a request as on its way (being decoded) so a forming batch may wait for it."""
-        self._announced += 1
+    def ticket(self) -> Ticket:
+        """Register a request that has just arrived (call ``close()`` on it once answered)."""
+        self._inside += 1
+        self._preparing += 1
+        self._peak = max(self._peak, self._inside)
         return Ticket(self)
 
-    def _withdraw(self) -> None:
-        self._announced -= 1
+    def _wake(self) -> None:
         if self._wakeup is not None:
             self._wakeup.set()
 
     async def submit(self, part: P, items: int, ticket: Ticket | None = None, key: Hashable = None) -> R:
         """Queue one request's part of ``items`` rows and wait for its result; ``key`` groups batches."""
         if ticket is not None:
-            ticket.release()
+            ticket.queued()
         if self._queued_items + items > self.max_queue_size and self._queue:
             raise Overloaded(
                 f"the batch queue holds {self._queued_items} items (limit {self.max_queue_size}); retry later"
             )
         self._ensure_worker()
-        assert self._wakeup is not None
-        pending: _Pending[P, R] = _Pending(part, items, asyncio.get_running_loop().create_future(), key)
+        loop = asyncio.get_running_loop()
+        pending: _Pending[P, R] = _Pending(part, items, loop.create_future(), key)
+        if self.max_wait is not None:
+            pending.expiry = loop.call_later(self.max_wait, self._expire, pending)
         self._queue.append(pending)
         self._queued_items += items
-        self._wakeup.set()
+        self._wake()
         return await pending.future
+
+    def _expire(self, pending: _Pending[P, R]) -> None:
+        """A request that waited ``max_wait`` without reaching the model is refused (503)."""
+        if not pending.future.done():
+            pending.future.set_exception(
+                QueueTimeout(f"waited {self.max_wait:.3g}s for the model without reaching it; retry later")
+            )
 
     def _ensure_worker(self) -> None:
         if self._worker is None or self._worker.done():
@@ -138,17 +176,22 @@ class AdaptiveBatcher(Generic[P, R]):
                 await self._wakeup.wait()
                 continue
             batch = self._take([])
+            target = min(self.max_batch_size, max(self._peak, 1))
             deadline = time.perf_counter() + self.max_delay
-            # wait for announced requests only while the batch can still grow: a live request left at
-            # the head (too big, or another key) closes it, as nothing may overtake that request
-            while self._announced and not self._queue and self._size(batch) < self.max_batch_size:
+            # a live request left at the head (too big, or another key) closes the batch: nothing overtakes it
+            while (
+                not self._queue
+                and self._size(batch) < self.max_batch_size
+                and (self._preparing or self._size(batch) < target)
+            ):
                 remaining = deadline - time.perf_counter()
-                if remaining <= 0:
-                    break
+                if remaining <= 0 or self._inside <= len(batch):
+                    break  # out of time, or nobody else is inside the server to wait for
                 self._wakeup.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), remaining)
                 batch = self._take(batch)
+            self._peak = self._inside
             if batch:
                 await self._dispatch(batch)
 
@@ -156,7 +199,7 @@ class AdaptiveBatcher(Generic[P, R]):
         size = self._size(batch)
         while self._queue:
             head = self._queue[0]
-            if head.future.done():  # cancelled by a departed client
+            if head.future.done():  # cancelled by a departed client, or expired
                 self._queue.popleft()
                 self._queued_items -= head.items
                 continue
@@ -164,6 +207,8 @@ class AdaptiveBatcher(Generic[P, R]):
                 break
             self._queue.popleft()
             self._queued_items -= head.items
+            if head.expiry is not None:
+                head.expiry.cancel()
             batch.append(head)
             size += head.items
         return batch
@@ -176,10 +221,13 @@ class AdaptiveBatcher(Generic[P, R]):
         batch = [p for p in batch if not p.future.done()]
         if not batch:
             return
+        parts = [p.part for p in batch]
         started = time.perf_counter()
-        loop = asyncio.get_running_loop()
         try:
-            results = await loop.run_in_executor(self._executor, self._run, [p.part for p in batch])
+            if self._forward_ewma is not None and self._forward_ewma < self.inline_below:
+                results, cpu = self._timed_run(parts)
+            else:
+                results, cpu = await asyncio.get_running_loop().run_in_executor(self._executor, self._timed_run, parts)
             if len(results) != len(batch):
                 raise ModelFailure(f"the model returned {len(results)} results for {len(batch)} requests")
         except PredictorError as exc:
@@ -188,7 +236,8 @@ class AdaptiveBatcher(Generic[P, R]):
         except Exception as exc:
             self._fail(batch, ModelFailure(f"forward pass failed: {type(exc).__name__}: {exc}"))
             return
-        finished = time.perf_counter()
+        elapsed = time.perf_counter() - started
+        self._forward_ewma = cpu if self._forward_ewma is None else 0.8 * self._forward_ewma + 0.2 * cpu
         for pending, result in zip(batch, results):
             if not pending.future.done():
                 pending.future.set_result(result)
@@ -198,9 +247,16 @@ class AdaptiveBatcher(Generic[P, R]):
                     items=self._size(batch),
                     requests=len(batch),
                     queue_seconds=[started - p.enqueued for p in batch],
-                    forward_seconds=finished - started,
+                    forward_seconds=elapsed,
                 )
             )
+
+    def _timed_run(self, parts: list[P]) -> tuple[Sequence[R], float]:
+        """Run a batch and measure the CPU time its thread spent: the cost of running it inline
+        (wall time on a busy model thread also counts waiting for the GIL)."""
+        started = time.thread_time()
+        results = self._run(parts)
+        return results, time.thread_time() - started
 
     @staticmethod
     def _fail(batch: list[_Pending[P, R]], exc: Exception) -> None:

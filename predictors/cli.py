@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    _share_kserve_logging()
     try:
         server.start([model])
     except ConfigError as exc:
@@ -45,6 +46,16 @@ def main(argv: list[str] | None = None) -> None:
     except Exception:
         logger.exception("cannot serve %s", model.name)
         sys.exit(1)
+
+
+def _share_kserve_logging() -> None:
+    """Log maas's messages (loading progress, errors) through kserve's configured handlers."""
+    kserve_logger = logging.getLogger("kserve")
+    if kserve_logger.handlers and not logger.handlers:
+        for handler in kserve_logger.handlers:
+            logger.addHandler(handler)
+        logger.setLevel(kserve_logger.level or logging.INFO)
+        logger.propagate = False
 
 
 def _create(ns: argparse.Namespace):
@@ -63,6 +74,7 @@ def _create(ns: argparse.Namespace):
     server = MaasModelServer(
         host=settings.host,
         max_body_bytes=int(settings.max_request_mb * 1024 * 1024),
+        drain_delay=settings.drain_delay_s,
         http_port=ns.http_port,
         grpc_port=ns.grpc_port,
         workers=ns.workers,
@@ -75,14 +87,4 @@ def _create(ns: argparse.Namespace):
         event_loop=ns.event_loop,
         timeout_keep_alive=ns.timeout_keep_alive,
     )
-    _log_like_kserve()
     return server, model
-
-
-def _log_like_kserve() -> None:
-    """Send maas's log (loading progress, errors) to kserve's handlers, set up by the ModelServer."""
-    kserve_logger = logging.getLogger("kserve")
-    if kserve_logger.handlers:
-        logger.handlers = list(kserve_logger.handlers)
-        logger.setLevel(kserve_logger.level)
-        logger.propagate = False

@@ -38,6 +38,20 @@ class InvalidRequest(PredictorError):
     grpc_status = grpc.StatusCode.INVALID_ARGUMENT
 
 
+class Forbidden(PredictorError):
+    """The operation is not allowed on this server."""
+
+    http_status = HTTPStatus.FORBIDDEN
+    grpc_status = grpc.StatusCode.PERMISSION_DENIED
+
+
+class NotFound(PredictorError):
+    """The model or model version does not exist on this server."""
+
+    http_status = HTTPStatus.NOT_FOUND
+    grpc_status = grpc.StatusCode.NOT_FOUND
+
+
 class PayloadTooLarge(PredictorError):
     """The request body or a tensor in it is over the configured limits."""
 
@@ -57,6 +71,14 @@ class Overloaded(PredictorError):
 
     http_status = HTTPStatus.TOO_MANY_REQUESTS
     grpc_status = grpc.StatusCode.RESOURCE_EXHAUSTED
+    retry_after = 1.0
+
+
+class QueueTimeout(PredictorError):
+    """A request waited longer than the configured deadline without reaching the model."""
+
+    http_status = HTTPStatus.SERVICE_UNAVAILABLE
+    grpc_status = grpc.StatusCode.UNAVAILABLE
     retry_after = 1.0
 
 

@@ -31,26 +31,85 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from predictors import metrics
 from predictors.base import MaasModel, RawV2
-from predictors.errors import ConfigError, NotReady, PayloadTooLarge, PredictorError, grpc_status_of, http_status_of
+from predictors.errors import (
+    ConfigError,
+    Forbidden,
+    NotFound,
+    NotReady,
+    PayloadTooLarge,
+    PredictorError,
+    grpc_status_of,
+    http_status_of,
+)
 from predictors.v2 import HEADER_LENGTH
 
 logger = logging.getLogger("maas")
 UNKNOWN_MODEL = "_unknown"
+CLIENT_CLOSED = 499  # nginx's status for a client that left before the answer
 
 
-def ready_model(dataplane: DataPlane, name: str) -> MaasModel[Any]:
-    """The registered model ``name``: 404 when absent, 503 while it is not ready."""
+def registered_model(dataplane: DataPlane, request: Request) -> Any:
+    """The model a request's path names (404 when absent), at the version it names, if any."""
+    name = request.path_params["model_name"]
     model = dataplane.get_model_from_registry(name)
-    if not model.ready:
-        raise NotReady(f"model {name} is not ready")
+    wanted = request.path_params.get("model_version") or request.query_params.get("model_version")
+    served = getattr(getattr(model, "config", None), "version", None)
+    if wanted and wanted != served:
+        raise NotFound(f"model {name} has no version {wanted!r}; this server serves version {served!r}")
     return model
+
+
+def ready_model(dataplane: DataPlane, request: Request) -> MaasModel[Any]:
+    """The model a request names: 404 when absent, 503 while it is not ready."""
+    model = registered_model(dataplane, request)
+    if not model.ready:
+        raise NotReady(f"model {model.name} is not ready")
+    return model
+
+
+def repository_endpoint(dataplane: DataPlane):
+    """``POST /v2/repository/models/{name}/load|unload``: one model per process, loaded at start.
+
+    kserve's extension would let any caller unload the served model; maas refuses (403) and
+    answers load of the served model as the no-op it is."""
+
+    async def repository(request: Request) -> Response:
+        model = registered_model(dataplane, request)
+        if request.url.path.endswith("/load"):
+            return ORJSONResponse({"name": model.name, "load": bool(model.ready)})
+        raise Forbidden(REPOSITORY_REFUSAL)
+
+    return repository
+
+
+REPOSITORY_REFUSAL = "unloading models is disabled: a maas server serves one model; roll out a new version instead"
+
+
+def v2_model_endpoints(dataplane: DataPlane):
+    """``GET /v2/models/{name}[/versions/{v}][/ready]`` with versions answered, not 501."""
+
+    async def metadata(request: Request) -> Response:
+        model = registered_model(dataplane, request)
+        body = await dataplane.model_metadata(model.name)
+        version = getattr(getattr(model, "config", None), "version", None)
+        if version:
+            body["versions"] = [version]
+        return ORJSONResponse(body)
+
+    async def ready(request: Request) -> Response:
+        model = registered_model(dataplane, request)
+        if not await dataplane.model_ready(model.name):
+            raise NotReady(f"model {model.name} is not ready")
+        return ORJSONResponse({"name": model.name, "ready": True})
+
+    return metadata, ready
 
 
 def v2_infer_endpoint(dataplane: DataPlane):
     """``POST /v2/models/{name}[/versions/{v}]/infer`` without kserve's list round-trip."""
 
     async def infer(request: Request) -> Response:
-        model = ready_model(dataplane, request.path_params["model_name"])
+        model = ready_model(dataplane, request)
         raw = RawV2(
             body=await request.body(),
             content_type=request.headers.get("content-type", ""),
@@ -106,6 +165,7 @@ class InferenceMetricsMiddleware:
             metrics.observe_request(model, protocol, error.http_status.value, time.perf_counter() - started)
             return
         received = 0
+        body_read = asyncio.Event()
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -113,6 +173,8 @@ class InferenceMetricsMiddleware:
             received += len(message.get("body", b""))
             if received > limit:
                 raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_read.set()
             return message
 
         async def recording_send(message: Message) -> None:
@@ -121,17 +183,46 @@ class InferenceMetricsMiddleware:
                 status = message["status"]
             await send(message)
 
+        app = asyncio.ensure_future(self.app(scope, limited_receive, recording_send))
+        watcher = asyncio.ensure_future(_cancel_on_disconnect(receive, body_read, app))
         try:
-            await self.app(scope, limited_receive, recording_send)
+            await app
+        except asyncio.CancelledError:
+            if not watcher.done() or not watcher.result():
+                raise  # cancelled from outside, not by a departed client
+            status = CLIENT_CLOSED
         finally:
+            watcher.cancel()
             metrics.observe_request(model, protocol, status, time.perf_counter() - started)
+
+
+async def _cancel_on_disconnect(receive: Receive, body_read: asyncio.Event, app: asyncio.Future[None]) -> bool:
+    """Once the body is read, wait for the client to go; cancel its request (dropping it from the
+    batch queue) if it goes before the answer. True when it cancelled."""
+    await body_read.wait()
+    message = await receive()
+    if message["type"] == "http.disconnect" and not app.done():
+        app.cancel()
+        return True
+    return False
 
 
 def install(app: FastAPI, dataplane: DataPlane, max_body_bytes: int) -> None:
     """Put maas's routes ahead of kserve's, and its error handler and middleware in place."""
     infer = v2_infer_endpoint(dataplane)
-    for path in ("/v2/models/{model_name}/infer", "/v2/models/{model_name}/versions/{model_version}/infer"):
-        app.router.routes.insert(0, Route(path, infer, methods=["POST"]))
+    metadata, ready = v2_model_endpoints(dataplane)
+    prefixes = ("/v2/models/{model_name}", "/v2/models/{model_name}/versions/{model_version}")
+    repository = repository_endpoint(dataplane)
+    app.router.routes[:0] = [
+        Route(f"/v2/repository/models/{{model_name}}/{verb}", repository, methods=["POST"])
+        for verb in ("load", "unload")
+    ]
+    for prefix in prefixes:
+        app.router.routes[:0] = [
+            Route(f"{prefix}/infer", infer, methods=["POST"]),
+            Route(prefix, metadata, methods=["GET"]),
+            Route(f"{prefix}/ready", ready, methods=["GET"]),
+        ]
     app.add_exception_handler(PredictorError, predictor_error_handler)
     app.add_middleware(InferenceMetricsMiddleware, dataplane=dataplane, max_body_bytes=max_body_bytes)
 
@@ -159,10 +250,15 @@ class MaasServicer(InferenceServicer):
         name = request.model_name
         label, status = UNKNOWN_MODEL, 200
         try:
-            model = ready_model(self._data_plane, name)
+            model = self._data_plane.get_model_from_registry(name)
+            if not model.ready:
+                raise NotReady(f"model {name} is not ready")
             label = name
             response, _ = await model(request, headers=to_headers(context))
             return response
+        except asyncio.CancelledError:
+            status = CLIENT_CLOSED  # the client cancelled or its deadline passed: dropped from the queue
+            raise
         except Exception as exc:
             status = http_status_of(exc)
             if status >= 500 and not isinstance(exc, (PredictorError, ModelNotFound)):
@@ -171,6 +267,9 @@ class MaasServicer(InferenceServicer):
             await context.abort(grpc_status_of(exc), message)
         finally:
             metrics.observe_request(label, "grpc", status, time.perf_counter() - started)
+
+    async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
+        await context.abort(Forbidden.grpc_status, REPOSITORY_REFUSAL)
 
 
 class MaasGRPCServer(GRPCServer):
@@ -201,13 +300,32 @@ class MaasGRPCServer(GRPCServer):
         await self._server.wait_for_termination()
 
 
-class MaasModelServer(ModelServer):
-    """kserve's ModelServer that binds ``host`` and loads models after its servers are up."""
+class MaasDataPlane(DataPlane):
+    """Readiness that means it: false until every model is loaded, and false once draining."""
 
-    def __init__(self, *, host: str, max_body_bytes: int, **kwargs: Any) -> None:
+    draining = False
+
+    async def ready(self) -> bool:
+        models = self.model_registry.get_models().values()
+        return not self.draining and bool(models) and all(m.ready for m in models)
+
+    async def model_ready(self, model_name: str, disable_predictor_health_check: bool = False) -> bool:
+        ready = await super().model_ready(model_name, disable_predictor_health_check)
+        # inference paths pass disable_predictor_health_check=True: they keep being served while draining
+        return bool(ready) and (disable_predictor_health_check or not self.draining)
+
+
+class MaasModelServer(ModelServer):
+    """kserve's ModelServer that binds ``host``, loads models after its servers are up, and drains
+    on SIGTERM: not ready at once, serving on for ``drain_delay`` seconds (while load balancers
+    notice), then closing the listeners and finishing every accepted request within the grace period."""
+
+    def __init__(self, *, host: str, max_body_bytes: int, drain_delay: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.host = host
         self.max_body_bytes = max_body_bytes
+        self.drain_delay = drain_delay
+        self.dataplane = MaasDataPlane(model_registry=self.registered_models)
 
     def start(self, models: list[Any]) -> None:
         if self.workers != 1:
@@ -232,6 +350,7 @@ class MaasModelServer(ModelServer):
             ssl_certfile=self.ssl_certfile,
             ssl_keyfile=self.ssl_keyfile,
         )
+        self._drain_on_exit(self._rest_server._server)
         self.servers.append(self._rest_server.start())
         if self.enable_grpc:
             self._grpc_server = MaasGRPCServer(
@@ -246,6 +365,23 @@ class MaasModelServer(ModelServer):
         self.servers.append(self._load(models))
         self.register_signal_handler()
         asyncio.run(self._serve())
+
+    def _drain_on_exit(self, uvicorn_server: Any) -> None:
+        """Put draining in front of uvicorn's signal handling (a second signal stops at once)."""
+        stop = uvicorn_server.handle_exit
+        dataplane = self.dataplane
+        assert isinstance(dataplane, MaasDataPlane)
+
+        def handle_exit(sig: int, frame: Any) -> None:
+            if dataplane.draining or self.drain_delay == 0:
+                dataplane.draining = True
+                stop(sig, frame)
+                return
+            dataplane.draining = True
+            logger.info("signal %s: not ready; serving on for %.1fs, then draining", sig, self.drain_delay)
+            asyncio.get_running_loop().call_later(self.drain_delay, stop, sig, frame)
+
+        uvicorn_server.handle_exit = handle_exit
 
     async def _load(self, models: list[Any]) -> None:
         """Load every model off the event loop; a failure stops the server (non-zero exit)."""

@@ -40,7 +40,16 @@ class Settings(BaseModel):
     max_batch_delay_ms: float = Field(
         5.0, ge=0, le=10_000, description="Longest wait for more requests while others are on their way."
     )
+    inline_forward_ms: float = Field(
+        0.5, ge=0, description="Forward passes measured faster than this run on the event loop, not a thread."
+    )
     max_queue_size: int = Field(4096, ge=1, description="Most items waiting for the model; more get 429.")
+    max_queue_wait_ms: float = Field(
+        30_000, gt=0, description="Longest a request may wait for the model; then it gets 503 and Retry-After."
+    )
+    drain_delay_s: float = Field(
+        0.0, ge=0, le=600, description="On SIGTERM, report not-ready this long before closing the listeners."
+    )
     device: Device = Field(Device.AUTO, description="Where the model runs: auto picks cuda when available.")
     dtype: DType = Field(DType.AUTO, description="Weights and compute dtype; float16/bfloat16 need CUDA.")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads; default: all cores.")
@@ -49,6 +58,7 @@ class Settings(BaseModel):
     max_tensor_elements: int = Field(
         1 << 24, ge=1, description="Most elements one request tensor may hold (413 above)."
     )
+    max_element_mb: float = Field(16.0, gt=0, description="Largest BYTES element (text, image), in MiB (413 above).")
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,16 @@ NP_DTYPES: dict[str, np.dtype[Any]] = {
     "BYTES": np.dtype(np.object_),
 }
 DATATYPE_OF = {dtype: name for name, dtype in NP_DTYPES.items() if name != "BYTES"}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-request tensor limits: answers over them are 413, before anything large is built."""
+
+    max_elements: int = 1 << 24
+    max_element_bytes: int = 16 << 20
+
+
 # which inferred numpy kinds a JSON list may have for each target kind (no strings, no bools as numbers)
 _ACCEPTED_KINDS = {"f": "fiu", "i": "iu", "u": "iu", "b": "b"}
 
@@ -41,21 +52,23 @@ def datatype_of(array: np.ndarray) -> str:
         raise TypeError(f"no V2 datatype for numpy dtype {array.dtype}") from None
 
 
-def check_shape(name: str, shape: Any, max_elements: int) -> tuple[int, ...]:
+def check_shape(name: str, shape: Any, limits: Limits) -> tuple[int, ...]:
     """Validate a declared shape and return it with its element count under the limit."""
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise InvalidRequest(f"input '{name}': shape must be a list of non-negative integers, got {shape!r}")
     count = math.prod(shape)
-    if count > max_elements:
-        raise PayloadTooLarge(f"input '{name}': {count} elements is over the limit of {max_elements}", input=name)
+    if count > limits.max_elements:
+        raise PayloadTooLarge(f"input '{name}': {count} elements is over the limit of {limits.max_elements}")
     return tuple(shape)
 
 
-def array_from_list(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> np.ndarray:
+def array_from_list(
+    name: str, datatype: str, shape: tuple[int, ...], data: Any, limits: Limits = Limits()
+) -> np.ndarray:
     """Turn JSON ``data`` (flat or nested) into an array of ``shape``, refusing lossy conversions."""
     target = NP_DTYPES[datatype]
     if datatype == "BYTES":
-        return bytes_array(name, shape, data)
+        return bytes_array(name, shape, data, limits)
     if not isinstance(data, list):
         raise InvalidRequest(f"input '{name}': data must be a list, got {type(data).__name__}")
     try:
@@ -78,10 +91,12 @@ def array_from_list(name: str, datatype: str, shape: tuple[int, ...], data: Any)
     return inferred.astype(target, copy=False).reshape(shape)
 
 
-def array_from_buffer(name: str, datatype: str, shape: tuple[int, ...], buffer: bytes | memoryview) -> np.ndarray:
+def array_from_buffer(
+    name: str, datatype: str, shape: tuple[int, ...], buffer: bytes | memoryview, limits: Limits = Limits()
+) -> np.ndarray:
     """View raw little-endian tensor bytes (V2 binary extension, gRPC raw contents) without copying."""
     if datatype == "BYTES":
-        return bytes_array(name, shape, deserialize_bytes(name, buffer))
+        return bytes_array(name, shape, deserialize_bytes(name, buffer), limits)
     dtype = NP_DTYPES[datatype]
     expected = math.prod(shape) * dtype.itemsize
     if len(buffer) != expected:
@@ -91,7 +106,7 @@ def array_from_buffer(name: str, datatype: str, shape: tuple[int, ...], buffer: 
     return np.frombuffer(buffer, dtype=dtype).reshape(shape)
 
 
-def bytes_array(name: str, shape: tuple[int, ...], data: Any) -> np.ndarray:
+def bytes_array(name: str, shape: tuple[int, ...], data: Any, limits: Limits = Limits()) -> np.ndarray:
     """An object array of ``bytes`` elements; JSON strings are taken as UTF-8."""
     flat = list(_flatten(data)) if isinstance(data, list) else None
     if flat is None:
@@ -103,11 +118,16 @@ def bytes_array(name: str, shape: tuple[int, ...], data: Any) -> np.ndarray:
     out = np.empty(len(flat), dtype=object)
     for i, item in enumerate(flat):
         if isinstance(item, str):
-            out[i] = item.encode("utf-8")
+            item = item.encode("utf-8")
         elif isinstance(item, (bytes, bytearray)):
-            out[i] = bytes(item)
+            item = bytes(item)
         else:
             raise InvalidRequest(f"input '{name}': BYTES elements must be strings, got {type(item).__name__}")
+        if len(item) > limits.max_element_bytes:
+            raise PayloadTooLarge(
+                f"input '{name}': element {i} has {len(item)} bytes, over the limit of {limits.max_element_bytes}"
+            )
+        out[i] = item
     return out.reshape(shape)
 
 

@@ -19,6 +19,7 @@ import orjson
 from predictors.errors import InvalidRequest
 from predictors.tensors import (
     NP_DTYPES,
+    Limits,
     array_from_buffer,
     array_from_list,
     check_shape,
@@ -52,20 +53,20 @@ class V2Request:
         return list(self.requested)
 
 
-def decode_json(body: bytes, max_elements: int) -> V2Request:
+def decode_json(body: bytes, limits: Limits) -> V2Request:
     """Decode ``application/json`` V2 request bytes."""
     header = _parse_header(body)
     inputs, datatypes = {}, {}
     for spec in _input_specs(header):
-        name, datatype, shape = _describe(spec, max_elements)
+        name, datatype, shape = _describe(spec, limits)
         if "data" not in spec:
             raise InvalidRequest(f"input '{name}': 'data' is missing")
-        inputs[name] = array_from_list(name, datatype, shape, spec["data"])
+        inputs[name] = array_from_list(name, datatype, shape, spec["data"], limits)
         datatypes[name] = datatype
     return _request("v2", header, inputs, datatypes)
 
 
-def decode_binary(body: bytes, header_length: str, max_elements: int) -> V2Request:
+def decode_binary(body: bytes, header_length: str, limits: Limits) -> V2Request:
     """Decode a V2 request that uses the binary tensor extension."""
     try:
         json_length = int(header_length)
@@ -78,12 +79,12 @@ def decode_binary(body: bytes, header_length: str, max_elements: int) -> V2Reque
     offset = json_length
     inputs, datatypes = {}, {}
     for spec in _input_specs(header):
-        name, datatype, shape = _describe(spec, max_elements)
+        name, datatype, shape = _describe(spec, limits)
         size = (spec.get("parameters") or {}).get("binary_data_size")
         if size is None:
             if "data" not in spec:
                 raise InvalidRequest(f"input '{name}': neither 'data' nor 'binary_data_size' is given")
-            inputs[name] = array_from_list(name, datatype, shape, spec["data"])
+            inputs[name] = array_from_list(name, datatype, shape, spec["data"], limits)
         else:
             if type(size) is not int or size < 0:
                 raise InvalidRequest(f"input '{name}': binary_data_size must be a non-negative integer")
@@ -91,7 +92,7 @@ def decode_binary(body: bytes, header_length: str, max_elements: int) -> V2Reque
                 raise InvalidRequest(
                     f"input '{name}': binary data is truncated ({len(body) - offset} of {size} bytes present)"
                 )
-            inputs[name] = array_from_buffer(name, datatype, shape, view[offset : offset + size])
+            inputs[name] = array_from_buffer(name, datatype, shape, view[offset : offset + size], limits)
             offset += size
         datatypes[name] = datatype
     if offset != len(body):
@@ -99,7 +100,7 @@ def decode_binary(body: bytes, header_length: str, max_elements: int) -> V2Reque
     return _request("v2", header, inputs, datatypes)
 
 
-def decode_grpc(request: Any, max_elements: int) -> V2Request:
+def decode_grpc(request: Any, limits: Limits) -> V2Request:
     """Decode a ``ModelInferRequest`` protobuf."""
     from kserve.protocol.infer_type import to_http_parameters
 
@@ -109,14 +110,14 @@ def decode_grpc(request: Any, max_elements: int) -> V2Request:
     inputs, datatypes = {}, {}
     for i, tensor in enumerate(request.inputs):
         name, datatype, shape = _describe(
-            {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}, max_elements
+            {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}, limits
         )
         if name in inputs:
             raise InvalidRequest(f"input '{name}' is given twice")
         if raw:
-            inputs[name] = array_from_buffer(name, datatype, shape, raw[i])
+            inputs[name] = array_from_buffer(name, datatype, shape, raw[i], limits)
         else:
-            inputs[name] = array_from_list(name, datatype, shape, list(_contents(tensor, datatype)))
+            inputs[name] = array_from_list(name, datatype, shape, list(_contents(tensor, datatype)), limits)
         datatypes[name] = datatype
     requested: dict[str, bool | None] | None = {o.name: None for o in request.outputs} or None
     return V2Request(
@@ -235,12 +236,12 @@ def _input_specs(header: dict[str, Any]) -> list[dict[str, Any]]:
     return specs
 
 
-def _describe(spec: dict[str, Any], max_elements: int) -> tuple[str, str, tuple[int, ...]]:
+def _describe(spec: dict[str, Any], limits: Limits) -> tuple[str, str, tuple[int, ...]]:
     name = spec["name"]
     datatype = spec.get("datatype")
     if datatype not in NP_DTYPES:
         raise InvalidRequest(f"input '{name}': unknown datatype {datatype!r}; expected one of {list(NP_DTYPES)}")
-    return name, datatype, check_shape(name, spec.get("shape"), max_elements)
+    return name, datatype, check_shape(name, spec.get("shape"), limits)
 
 
 def _request(

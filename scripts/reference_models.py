@@ -76,6 +76,16 @@ def accuracy(model, inputs: Callable, x: np.ndarray, y: np.ndarray) -> float:  #
     return float((predicted == y).mean())
 
 
+def held_out_metrics(acc: float, y_train: np.ndarray, y_test: np.ndarray) -> dict:
+    return {
+        "test_accuracy": acc,
+        "test_samples": len(y_test),
+        "train_samples": len(y_train),
+        "split": "sklearn digits, 80/20 stratified, random_state=0",
+        "seed": SEED,
+    }
+
+
 def write(
     out: Path, model, config: dict, x_test: np.ndarray, y_test: np.ndarray, example: np.ndarray | None = None
 ) -> Path:  # type: ignore[no-untyped-def]
@@ -130,13 +140,7 @@ def digits_cnn(out: Path) -> dict:
         "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 1, 8, 8]}],
         "labels": LABELS,
         "image": {"color_mode": "L", "scale": 1 / 255, "mean": [0.0], "std": [1.0], "resample": "bilinear"},
-        "metrics": {
-            "test_accuracy": acc,
-            "test_samples": len(y_test),
-            "train_samples": len(y_train),
-            "split": "sklearn digits, 80/20 stratified, random_state=0",
-            "seed": SEED,
-        },
+        "metrics": held_out_metrics(acc, y_train, y_test),
     }
     write(out, model, config, x_test, y_test)
     return config["metrics"]
@@ -165,13 +169,7 @@ def digits_lstm(out: Path) -> dict:
         "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, -1, 8]}],
         "labels": LABELS,
         "sequence": {"max_length": 256, "pad_value": 0.0},
-        "metrics": {
-            "test_accuracy": acc,
-            "test_samples": len(y_test),
-            "train_samples": len(y_train),
-            "split": "sklearn digits, 80/20 stratified, random_state=0",
-            "seed": SEED,
-        },
+        "metrics": held_out_metrics(acc, y_train, y_test),
     }
     write(out, model, config, x_test, y_test)
     return config["metrics"]

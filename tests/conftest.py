@@ -68,6 +68,43 @@ def lstm_heldout(models_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     return data["x"], data["y"]
 
 
+CHAOS_MODULE = '''
+"""Test scaffolding: the digits CNN with an injectable delay per forward pass, which raises a
+simulated out-of-memory error for any batch holding a row whose first pixel is 777."""
+import time
+
+from predictors.zoo import ConvClassifier
+
+
+class ChaosNet(ConvClassifier):
+    def __init__(self, delay: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.delay = delay
+
+    def forward(self, x):
+        if bool((x[:, 0, 0, 0] == 777).any()):
+            raise MemoryError("CUDA out of memory (simulated)")
+        time.sleep(self.delay)
+        return super().forward(x)
+'''
+
+
+def chaos_model(models_dir: Path, target: Path, delay: float) -> Path:
+    """A copy of the digits CNN served through ``ChaosNet`` (same weights, same answers)."""
+    import shutil
+
+    import yaml
+
+    shutil.copytree(models_dir / "digits-cnn", target)
+    (target / "chaos.py").write_text(CHAOS_MODULE)
+    config = yaml.safe_load((target / "maas.yaml").read_text())
+    config["name"] = "chaos"
+    config["module"]["class"] = "chaos.py:ChaosNet"
+    config["module"]["kwargs"]["delay"] = delay
+    (target / "maas.yaml").write_text(yaml.safe_dump(config))
+    return target
+
+
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 

@@ -39,10 +39,13 @@ def batcher(run, **kwargs) -> AdaptiveBatcher[int, int]:  # type: ignore[no-unty
 async def test_lone_request_runs_at_once_without_waiting() -> None:
     run = Recorder()
     b = batcher(run, max_delay=2.0)
-    started = time.perf_counter()
-    assert await b.submit(21, 1) == 42
-    assert time.perf_counter() - started < 0.5, "an idle batcher must not wait max_delay"
-    assert run.batches == [[21]]
+    for value in (21, 22, 23):  # one client, one request at a time
+        ticket = b.ticket()
+        started = time.perf_counter()
+        assert await b.submit(value, 1, ticket) == 2 * value
+        ticket.close()
+        assert time.perf_counter() - started < 0.5, "an idle batcher must not wait max_delay"
+    assert run.batches == [[21], [22], [23]]
 
 
 async def test_requests_arriving_during_a_forward_share_the_next_one() -> None:
@@ -55,31 +58,66 @@ async def test_requests_arriving_during_a_forward_share_the_next_one() -> None:
     assert len(run.batches) <= 4
 
 
-async def test_announced_requests_are_waited_for_up_to_the_delay() -> None:
+async def test_concurrent_requests_inside_the_server_are_waited_for() -> None:
     run = Recorder()
     b = batcher(run, max_delay=1.0)
-    tickets = [b.announce() for _ in range(3)]
+    tickets = [b.ticket() for _ in range(5)]  # five requests arrived; they reach submit one by one
 
     async def late(i: int) -> int:
-        await asyncio.sleep(0.05 * i)
-        return await b.submit(i, 1, tickets[i])
+        await asyncio.sleep(0.02 * i)
+        try:
+            return await b.submit(i, 1, tickets[i])
+        finally:
+            tickets[i].close()
 
-    assert await asyncio.gather(*(late(i) for i in range(3))) == [0, 2, 4]
-    assert run.batches == [[0, 1, 2]]
+    assert await asyncio.gather(*(late(i) for i in range(5))) == [0, 2, 4, 6, 8]
+    assert run.batches == [[0, 1, 2, 3, 4]]
 
 
-async def test_withdrawn_announcement_does_not_hold_the_batch() -> None:
+async def test_a_request_that_fails_validation_does_not_hold_the_batch() -> None:
     run = Recorder()
     b = batcher(run, max_delay=5.0)
-    ticket = b.announce()
+    doomed, good = b.ticket(), b.ticket()
 
     async def fail_validation() -> None:
         await asyncio.sleep(0.05)
-        ticket.release()  # the request failed validation and never joins a batch
+        doomed.close()  # the request failed validation and never joins a batch
 
     started = time.perf_counter()
-    _, result = await asyncio.gather(fail_validation(), b.submit(1, 1))
+    _, result = await asyncio.gather(fail_validation(), b.submit(1, 1, good))
     assert result == 2 and time.perf_counter() - started < 1.0
+
+
+async def test_the_wait_is_bounded_by_max_delay() -> None:
+    run = Recorder()
+    b = batcher(run, max_delay=0.1)
+    stuck = b.ticket()  # a request that stays inside (e.g. a slow upload) and never submits
+    started = time.perf_counter()
+    assert await b.submit(1, 1, b.ticket()) == 2
+    assert 0.09 <= time.perf_counter() - started < 1.0
+    stuck.close()
+
+
+async def test_tiny_forwards_run_inline_and_slow_ones_on_the_model_thread() -> None:
+    threads: list[int] = []
+
+    def run(parts: list[int]) -> list[int]:
+        threads.append(threading.get_ident())
+        if parts[0] < 0:  # a slow pass: 20 ms of CPU
+            end = time.thread_time() + 0.02
+            while time.thread_time() < end:
+                pass
+        return parts
+
+    b = batcher(run, inline_below=0.01)
+    for value in (1, 2, 3):
+        await b.submit(value, 1)
+    loop_thread = threading.get_ident()
+    assert threads[0] != loop_thread  # the first pass is measured on the model thread
+    assert threads[1:] == [loop_thread, loop_thread]
+    for _ in range(12):
+        await b.submit(-1, 1)  # slow passes push the average over the threshold
+    assert threads[-1] != loop_thread
 
 
 async def test_a_failed_forward_fails_only_its_batch() -> None:
@@ -136,35 +174,20 @@ async def test_item_counts_bound_batches_and_stats_are_reported() -> None:
     assert all(s.forward_seconds >= 0.04 for s in stats)
 
 
-@pytest.mark.parametrize("kwargs", [{"max_batch_size": 0}, {"max_delay": -1}, {"max_queue_size": 0}])
+@pytest.mark.parametrize(
+    "kwargs", [{"max_batch_size": 0}, {"max_delay": -1}, {"max_queue_size": 0}, {"max_wait": 0}, {"inline_below": -1}]
+)
 def test_knobs_are_validated_when_built(kwargs) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError):
         batcher(Recorder(), **kwargs)
 
 
-async def test_only_equal_keys_share_a_batch_in_arrival_order() -> None:
-    run = Recorder(delay=0.1)
+async def test_only_requests_with_the_same_key_share_a_batch_in_arrival_order() -> None:
+    run = Recorder(delay=0.05)
     b = batcher(run)
     first = asyncio.ensure_future(b.submit(0, 1, key="a"))
-    await asyncio.sleep(0.03)  # the first is running: the rest queue up behind it
-    keys = ["a", "a", "b", "b", "a", None, None]
+    await asyncio.sleep(0.01)  # the first batch is running; the rest queue up
+    keys = ["a", "a", "b", "b", "a"]
     results = await asyncio.gather(*(b.submit(i, 1, key=k) for i, k in enumerate(keys, start=1)))
-    assert await first == 0 and results == [2 * i for i in range(1, 8)]
-    # the 'a' after the 'b's does not overtake them, and keyless requests group together
-    assert run.batches == [[0], [1, 2], [3, 4], [5], [6, 7]]
-
-
-async def test_a_batch_closed_by_another_key_does_not_wait_for_announced_requests() -> None:
-    run = Recorder(delay=0.1)
-    b = batcher(run, max_delay=2.0)
-    busy = asyncio.ensure_future(b.submit(0, 1))
-    await asyncio.sleep(0.03)
-    ticket = b.announce()  # a request still being decoded, never submitted in time
-    started = time.perf_counter()
-    closed = asyncio.ensure_future(b.submit(1, 1, key="x"))
-    last = asyncio.ensure_future(b.submit(2, 1, key="y"))
-    assert await closed == 2
-    assert time.perf_counter() - started < 1.0, "a batch that cannot grow must not wait max_delay"
-    ticket.release()  # the last batch could grow, so it waited for the announcement
-    assert await last == 4 and await busy == 0
-    assert run.batches == [[0], [1], [2]]
+    assert await first == 0 and results == [2, 4, 6, 8, 10]
+    assert run.batches == [[0], [1, 2], [3, 4], [5]]

@@ -78,7 +78,7 @@ def slow_copy(models_dir: Path, tmp_path: Path, delay: float) -> Path:
 
 
 def test_live_while_loading_ready_only_after_load(models_dir: Path, tmp_path: Path) -> None:
-    proc, http_port, _, _ = spawn(slow_copy(models_dir, tmp_path, 4.0), "--model_name", "slow", log_dir=tmp_path)
+    proc, http_port, _, _ = spawn(slow_copy(models_dir, tmp_path, 8.0), "--model_name", "slow", log_dir=tmp_path)
     url = f"http://127.0.0.1:{http_port}"
     seen_loading = False
     try:

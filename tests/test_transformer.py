@@ -182,7 +182,7 @@ def test_greedy_completions_match_the_recorded_accuracy(gpt_server: Server, mode
     pairs = [prompt_and_answer(s) for s in arithmetic_sentences()]
     answers = generate(gpt_server, [p for p, _ in pairs], temperature=0, max_new_tokens=8)
     accuracy = np.mean([a["text"] == answer for a, (_, answer) in zip(answers, pairs)])
-    assert accuracy == metrics_of(models_dir, "tiny-gpt")["arithmetic_accuracy"]
+    assert round(accuracy, 4) == metrics_of(models_dir, "tiny-gpt")["arithmetic_accuracy"]
     assert all(a["finish_reason"] == "stop" for a in answers if a["text"].endswith("."))
 
 

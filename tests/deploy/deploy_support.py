@@ -30,6 +30,8 @@ PROJECT_KINDS = {
     "ClusterServingRuntime",
     "PodMonitor",
     "ServiceMonitor",
+    "RequestAuthentication",
+    "AuthorizationPolicy",
 }
 
 Obj = dict[str, Any]

@@ -127,6 +127,17 @@ BAD_VALUES = [
         ["canary.name and canary.replicas are Standard-mode settings"],
         id="canary-replicas-in-knative",
     ),
+    pytest.param(
+        {"models": [model("m")], "auth": {"enabled": True, "jwksUri": "https://i.example/jwks"}},
+        ["auth.issuer"],
+        id="auth-without-issuer",
+    ),
+    pytest.param(
+        {"models": [model("m")], "auth": {"enabled": True, "issuer": "i", "jwksUri": "http://plain"}},
+        ["/auth/jwksUri"],
+        id="auth-jwks-not-https",
+    ),
+    pytest.param({"auth": {"enabled": True, "secret": "x"}}, ["/auth", "secret"], id="auth-no-secrets-in-values"),
 ]
 
 

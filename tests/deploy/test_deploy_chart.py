@@ -45,6 +45,7 @@ EVERYTHING = {
     "metrics": {"podMonitor": {"enabled": True}, "serviceMonitor": {"enabled": True}},
     "networkPolicy": {"enabled": True, "from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]},
     "imagePullSecrets": [{"name": "regcred"}],
+    "auth": {"enabled": True, "issuer": "https://issuer.example.com", "jwksUri": "https://issuer.example.com/jwks"},
 }
 
 
@@ -74,6 +75,8 @@ def test_every_rendered_object_validates(render, values):
             "ServiceMonitor",
             "NetworkPolicy",
             "Pod",
+            "RequestAuthentication",
+            "AuthorizationPolicy",
         }
 
 

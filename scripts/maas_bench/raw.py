@@ -1,0 +1,71 @@
+"""The raw contender: the model's forward pass in-process, no server, at its best batch size.
+
+    python -m maas_bench.raw --model_dir DIR [--seconds 1] [--batch-sizes 1,8,32,64,128,256]
+
+Prints JSON: items/s per batch size, the best, and the p50 latency of one item (batch 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def measure(fn, seconds: float) -> list[float]:  # type: ignore[no-untyped-def]
+    fn()
+    times = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(times) < 5:
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def forward_fn(model_dir: Path, batch: int):  # type: ignore[no-untyped-def]
+    """A callable running one forward of ``batch`` items, as the predictor family would."""
+    from predictors.config import ModelConfig
+    from predictors.modules import build_module
+
+    config = ModelConfig.load(model_dir)
+    assert config.module is not None
+    model = build_module(config.module, model_dir, torch.device("cpu"), torch.float32)
+    shape = [batch if d == -1 and i == 0 else (8 if d == -1 else d) for i, d in enumerate(config.inputs[0].shape)]
+    x = torch.from_numpy(np.random.default_rng(0).random(shape, dtype=np.float32))
+    args = (x, torch.full((batch,), shape[1])) if config.family == "sequence" else (x,)
+
+    def run() -> None:
+        with torch.inference_mode():
+            torch.softmax(model(*args), dim=1).numpy()
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model_dir", type=Path, required=True)
+    parser.add_argument("--seconds", type=float, default=1.0)
+    parser.add_argument("--batch-sizes", default="1,8,32,64,128,256")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    per_batch = {}
+    p50_one = 0.0
+    for batch in (int(b) for b in args.batch_sizes.split(",")):
+        times = measure(forward_fn(args.model_dir, batch), args.seconds)
+        per_batch[batch] = batch / float(np.median(times))
+        if batch == 1:
+            p50_one = float(np.median(times)) * 1000
+    best = max(per_batch, key=per_batch.__getitem__)
+    print(
+        json.dumps({"items_per_s": per_batch[best], "best_batch": best, "per_batch": per_batch, "p50_ms_one": p50_one})
+    )
+
+
+if __name__ == "__main__":
+    main()
