@@ -493,7 +493,7 @@ def digits_gan(out: Path) -> dict:
     bce = nn.BCEWithLogitsLoss()
     rng, batch = torch.Generator().manual_seed(SEED), 64
     real_target, fake_target = torch.full((batch, 1), 0.9), torch.zeros(batch, 1)  # one-sided label smoothing
-    for _ in range(4000):
+    for _ in range(3000):
         real = real_images[torch.randint(0, len(real_images), (batch,), generator=rng)]
         fake = generator_net(torch.randn(batch, kwargs["latent_dim"], generator=rng))
         d_loss = bce(discriminator(real), real_target) + bce(discriminator(fake.detach()), fake_target)

@@ -3,7 +3,9 @@ tiny BERT classifiers against their own forward pass, and seeded generation with
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -298,3 +300,52 @@ def test_sequence_classification_bad_input(seqcls_server: Server, case: Case) ->
 def test_embedding_and_token_bad_input(minilm_server: Server, tokcls_server: Server, case: Case) -> None:
     for server in (minilm_server, tokcls_server):
         assert_4xx_and_ready(server, case, {"text": texts_tensor(["fine"])})
+
+
+def edited_copy(source: Path, target: Path, edit) -> Path:  # type: ignore[no-untyped-def]
+    shutil.copytree(source, target)
+    edit(target)
+    return target
+
+
+def set_fields(name: str, **values):  # type: ignore[no-untyped-def]
+    """An edit that sets top-level fields of a YAML or JSON file in the model directory."""
+
+    def edit(model_dir: Path) -> None:
+        path = model_dir / name
+        config = {**yaml.safe_load(path.read_text()), **values}
+        path.write_text(json.dumps(config) if path.suffix == ".json" else yaml.safe_dump(config))
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("source", "edit", "code", "says"),
+    [
+        ("sequence", set_fields("maas.yaml", task="translation"), 2, "unknown transformer task 'translation'"),
+        (
+            "sequence",
+            set_fields("config.json", architectures=["T5ForConditionalGeneration"]),
+            2,
+            "cannot tell the task",
+        ),
+        ("sequence", lambda d: (d / "model.safetensors").unlink(), 1, "cannot load a sequence-classification model"),
+        ("digits-gan", set_fields("maas.yaml", generative=None), 1, "needs a 'generative' section"),
+        (
+            "digits-gan",
+            set_fields("maas.yaml", generative={"kind": "gan", "latent_dim": 16, "image_shape": [1, 7, 8]}),
+            1,
+            "the module makes images of shape [1, 8, 8]; the config says [1, 7, 8]",
+        ),
+    ],
+    ids=["unknown-task", "unknown-architecture", "no-weights", "no-generative-section", "image-shape-mismatch"],
+)
+def test_broken_family_directories_fail_at_start(
+    tiny_bert_dirs, models_dir: Path, tmp_path: Path, source: str, edit, code: int, says: str
+) -> None:
+    from tests.test_server import run_cli
+
+    original = tiny_bert_dirs["sequence"] if source == "sequence" else models_dir / source
+    result = run_cli("--model_dir", str(edited_copy(original, tmp_path / "broken", edit)))
+    assert result.returncode == code, result.stderr[-3000:]
+    assert says in result.stderr, result.stderr[-3000:]
