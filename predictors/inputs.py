@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import secrets
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,8 @@ from predictors.config import TensorSpec
 from predictors.errors import InvalidRequest
 from predictors.tensors import array_from_list
 from predictors.v2 import V2Request
+
+MAX_SEED = 2**63 - 1
 
 
 def check_tensor(spec: TensorSpec, array: np.ndarray, datatype: str) -> np.ndarray:
@@ -58,6 +61,12 @@ def int_parameter(parameters: dict[str, Any], name: str, low: int, high: int) ->
     if value is not None and (type(value) is not int or not low <= value <= high):
         raise InvalidRequest(f"parameter '{name}' must be an integer from {low} to {high}, got {value!r}")
     return value
+
+
+def seed_parameter(parameters: dict[str, Any]) -> int:
+    """The request's ``seed`` (0 to 2**63 - 1), or a fresh random one when it has none."""
+    seed = int_parameter(parameters, "seed", 0, MAX_SEED)
+    return secrets.randbelow(MAX_SEED + 1) if seed is None else seed
 
 
 def number_parameter(

@@ -29,7 +29,6 @@ mode share a forward pass.
 from __future__ import annotations
 
 import base64
-import secrets
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,12 +39,19 @@ from predictors.base import Job, MaasModel
 from predictors.config import GenerativeOptions, TensorSpec
 from predictors.errors import ConfigError, InvalidRequest
 from predictors.images import check_channels, decode_images, encode_png, v1_images
-from predictors.inputs import bool_parameter, check_tensor, float_instances, int_parameter, reject_unknown, v2_input
+from predictors.inputs import (
+    bool_parameter,
+    check_tensor,
+    float_instances,
+    int_parameter,
+    reject_unknown,
+    seed_parameter,
+    v2_input,
+)
 from predictors.modules import build_module
 from predictors.v2 import V2Request
 
 MODES = ("generate", "encode", "reconstruct")
-MAX_SEED = 2**63 - 1
 LATENT, IMAGE, PNG = "latent", "image", "png"
 
 
@@ -123,7 +129,7 @@ class GenerativeModel(MaasModel[GenerativePart]):
         if mode != "generate" and not self.is_vae:
             raise InvalidRequest(f"parameter 'mode': {mode!r} needs a VAE; this model is a GAN and only generates")
         int_parameter(parameters, "num_samples", 1, self.options.max_samples)
-        int_parameter(parameters, "seed", 0, MAX_SEED)
+        seed_parameter(parameters)
         bool_parameter(parameters, "png")
 
     def accepts_empty(self, parameters: dict[str, Any]) -> bool:
@@ -176,13 +182,12 @@ class GenerativeModel(MaasModel[GenerativePart]):
         return mode
 
     def _generate(self, latents: np.ndarray | None, parameters: dict[str, Any]) -> tuple[GenerativePart, int]:
-        count, seed = parameters.get("num_samples"), parameters.get("seed")
+        count = parameters.get("num_samples")
         if latents is None:
             if count is None:
                 raise InvalidRequest(f"send latents (input '{LATENT}') or parameter 'num_samples' (with 'seed')")
-            seed = secrets.randbelow(MAX_SEED + 1) if seed is None else seed
-            latents = seeded_latents(seed, count, self.options.latent_dim)
-        elif count is not None or seed is not None:
+            latents = seeded_latents(seed_parameter(parameters), count, self.options.latent_dim)
+        elif count is not None or "seed" in parameters:
             raise InvalidRequest("send either latents or parameters 'num_samples'/'seed', not both")
         return GenerativePart("generate", latents), len(latents)
 

@@ -16,7 +16,6 @@ whatever their parameters: every row samples and stops on its own.
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,9 +24,7 @@ import numpy as np
 from predictors.config import TensorSpec
 from predictors.errors import ConfigError, InvalidRequest
 from predictors.families.transformer.text import TextBatch, TextPart, TransformerModel
-from predictors.inputs import int_parameter, number_parameter
-
-MAX_SEED = 2**63 - 1
+from predictors.inputs import int_parameter, number_parameter, seed_parameter
 
 
 @dataclass(frozen=True)
@@ -83,12 +80,11 @@ class TextGenerationModel(TransformerModel):
         max_new_tokens = int_parameter(parameters, "max_new_tokens", 1, self.limit)
         temperature = number_parameter(parameters, "temperature", 0, 2)
         top_p = number_parameter(parameters, "top_p", 0, 1, above=True)
-        seed = int_parameter(parameters, "seed", 0, MAX_SEED)
         return Sampling(
             max_new_tokens=defaults.max_new_tokens if max_new_tokens is None else max_new_tokens,
             temperature=defaults.temperature if temperature is None else temperature,
             top_p=defaults.top_p if top_p is None else top_p,
-            seed=secrets.randbelow(MAX_SEED + 1) if seed is None else seed,
+            seed=seed_parameter(parameters),
         )
 
     def encode(self, texts: list[str], parameters: dict[str, Any]) -> TextPart:
