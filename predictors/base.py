@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +122,19 @@ class MaasModel(Model, Generic[P]):
 
     def check_parameters(self, parameters: dict[str, Any]) -> None:
         """Validate request parameters before batching (400 on a bad one)."""
+
+    def accepts_empty(self, parameters: dict[str, Any]) -> bool:
+        """Whether a request without instances or inputs is valid (e.g. generation from a seed)."""
+        return False
+
+    def batch_key(self, job: Job[P]) -> Hashable:
+        """Only jobs with equal keys share a forward pass (``None``: any jobs may)."""
+        return None
+
+    @classmethod
+    def resolve(cls, config: ModelConfig, model_dir: Path) -> type[MaasModel[Any]]:
+        """The class that serves this model directory: a family with several tasks picks one."""
+        return cls
 
     # ---- loading ------------------------------------------------------------------------
     def load(self) -> bool:
@@ -254,20 +267,23 @@ class MaasModel(Model, Generic[P]):
         raise InvalidRequest("expected a V1 JSON object with 'instances' or a V2 inference request")
 
     def _v1_job(self, body: dict[str, Any]) -> Job[P]:
-        instances = body.get("instances", body.get("inputs"))
-        if not isinstance(instances, list):
-            raise InvalidRequest("a V1 request needs an 'instances' list")
-        if not instances:
-            raise InvalidRequest("'instances' is empty")
         parameters = body.get("parameters") or {}
         if not isinstance(parameters, dict):
             raise InvalidRequest("'parameters' must be an object")
         self.check_parameters(parameters)
+        empty_ok = self.accepts_empty(parameters)
+        instances = body.get("instances", body.get("inputs", [] if empty_ok else None))
+        if not isinstance(instances, list):
+            raise InvalidRequest("a V1 request needs an 'instances' list")
+        if not instances and not empty_ok:
+            raise InvalidRequest("'instances' is empty")
         part, items = self.prepare_v1(instances, parameters)
         return Job("v1", part, items, parameters)
 
     def _v2_job(self, request: V2Request) -> Job[P]:
         self.check_parameters(request.parameters)
+        if not request.inputs and not self.accepts_empty(request.parameters):
+            raise InvalidRequest("'inputs' must be a non-empty list")
         request.output_names([spec.name for spec in self.output_specs()])
         part, items = self.prepare_v2(request)
         if items == 0:
@@ -276,7 +292,7 @@ class MaasModel(Model, Generic[P]):
 
     async def predict(self, job: Job[P], headers: dict[str, str] | None = None) -> Job[P]:
         assert self.batcher is not None
-        job.outputs = await self.batcher.submit(job, job.items, _TICKET.get())
+        job.outputs = await self.batcher.submit(job, job.items, _TICKET.get(), self.batch_key(job))
         return job
 
     async def postprocess(self, job: Job[P], headers: dict[str, str] | None = None) -> Any:

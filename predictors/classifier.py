@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 
 from predictors.config import TensorSpec
-from predictors.errors import ConfigError, InvalidRequest
+from predictors.errors import ConfigError
+from predictors.inputs import int_parameter
 
 Outputs = dict[str, np.ndarray]
 
@@ -34,11 +35,7 @@ class ClassifierOutputs:
         ]
 
     def check_parameters(self, parameters: dict[str, Any]) -> None:
-        top_k = parameters.get("top_k")
-        if top_k is None:
-            return
-        if type(top_k) is not int or not 1 <= top_k <= self.num_classes:
-            raise InvalidRequest(f"parameter 'top_k' must be an integer from 1 to {self.num_classes}, got {top_k!r}")
+        int_parameter(parameters, "top_k", 1, self.num_classes)
 
     @staticmethod
     def probabilities(logits: Any) -> np.ndarray:

@@ -68,7 +68,7 @@ def _create(ns: argparse.Namespace):
     settings = Settings.from_namespace(ns)
     model_dir = resolve_model_dir(settings.model_dir)
     config = ModelConfig.load(model_dir)
-    cls = model_class(settings.family or config.family)
+    cls = model_class(settings.family or config.family).resolve(config, model_dir)
     name = settings.model_name or config.name or model_dir.name
     model = cls(name, model_dir, config, settings)
     server = MaasModelServer(

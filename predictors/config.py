@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from predictors.errors import ConfigError
 
@@ -81,6 +81,61 @@ class SequencePreprocessing(BaseModel):
     pad_value: float = 0.0
 
 
+class GenerationOptions(BaseModel):
+    """Text-generation defaults (a request's parameters override them) and the limit on new tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_new_tokens: int = Field(32, ge=1)
+    max_new_tokens_limit: int = Field(512, ge=1)
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _within_limit(self) -> GenerationOptions:
+        if self.max_new_tokens > self.max_new_tokens_limit:
+            raise ValueError(f"max_new_tokens {self.max_new_tokens} is over max_new_tokens_limit")
+        return self
+
+
+class TransformerOptions(BaseModel):
+    """A HuggingFace ``transformers`` model saved with ``save_pretrained`` (weights, config, tokenizer)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = "."  # the save_pretrained directory, relative to the model directory
+    max_length: int | None = Field(None, ge=2)  # tokens per text; default: the tokenizer's or model's limit
+    pooling: Literal["mean", "cls"] = "mean"  # embedding: over the attention mask, or the first token
+    normalize: bool = True  # embedding: L2-normalise each vector
+    generation: GenerationOptions = Field(default_factory=GenerationOptions)
+
+
+class GenerativeOptions(BaseModel):
+    """A VAE or GAN on images: the latent size, the image shape and the range its output lies in."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["vae", "gan"]
+    latent_dim: int = Field(ge=1)
+    image_shape: list[int]  # [C, H, W]
+    output_range: tuple[float, float] = (0.0, 1.0)  # mapped linearly onto [0, 1]
+    max_samples: int = Field(256, ge=1)  # the most ``num_samples`` one request may ask for
+
+    @field_validator("image_shape")
+    @classmethod
+    def _chw(cls, shape: list[int]) -> list[int]:
+        if len(shape) != 3 or shape[0] not in (1, 3) or min(shape) < 1:
+            raise ValueError(f"image_shape must be [C, H, W] with 1 or 3 channels, got {shape}")
+        return shape
+
+    @field_validator("output_range")
+    @classmethod
+    def _range(cls, bounds: tuple[float, float]) -> tuple[float, float]:
+        if not bounds[0] < bounds[1]:
+            raise ValueError(f"output_range must be [low, high] with low < high, got {list(bounds)}")
+        return bounds
+
+
 class ModelConfig(BaseModel):
     """``maas.yaml``: everything the server needs to know about a model directory."""
 
@@ -97,6 +152,8 @@ class ModelConfig(BaseModel):
     labels: list[str] = Field(default_factory=list)
     image: ImagePreprocessing = Field(default_factory=ImagePreprocessing)
     sequence: SequencePreprocessing = Field(default_factory=SequencePreprocessing)
+    transformer: TransformerOptions = Field(default_factory=TransformerOptions)
+    generative: GenerativeOptions | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod

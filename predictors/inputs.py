@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import secrets
 from typing import Any
 
 import numpy as np
@@ -10,6 +12,8 @@ from predictors.config import TensorSpec
 from predictors.errors import InvalidRequest
 from predictors.tensors import array_from_list
 from predictors.v2 import V2Request
+
+MAX_SEED = 2**63 - 1
 
 
 def check_tensor(spec: TensorSpec, array: np.ndarray, datatype: str) -> np.ndarray:
@@ -49,3 +53,53 @@ def reject_unknown(request: V2Request, known: list[str]) -> None:
 def float_instances(name: str, instances: Any, shape: tuple[int, ...]) -> np.ndarray:
     """V1 numeric instances as float32 of ``shape`` (strict: numbers only, rectangular)."""
     return array_from_list(name, "FP32", shape, instances)
+
+
+def int_parameter(parameters: dict[str, Any], name: str, low: int, high: int) -> int | None:
+    """A request parameter that must be an integer in ``[low, high]``; ``None`` when absent."""
+    value = parameters.get(name)
+    if value is not None and (type(value) is not int or not low <= value <= high):
+        raise InvalidRequest(f"parameter '{name}' must be an integer from {low} to {high}, got {value!r}")
+    return value
+
+
+def seed_parameter(parameters: dict[str, Any]) -> int:
+    """The request's ``seed`` (0 to 2**63 - 1), or a fresh random one when it has none."""
+    seed = int_parameter(parameters, "seed", 0, MAX_SEED)
+    return secrets.randbelow(MAX_SEED + 1) if seed is None else seed
+
+
+def number_parameter(
+    parameters: dict[str, Any], name: str, low: float, high: float, *, above: bool = False
+) -> float | None:
+    """A request parameter that must be a number in ``[low, high]`` (``(low, high]`` with ``above``).
+
+    Its decimal text (``"0.7"``) counts too: gRPC request parameters have no floating-point type.
+    """
+    given = parameters.get(name)
+    if given is None:
+        return None
+    value = _number(given)
+    if value is None or not math.isfinite(value) or value > high or (value <= low if above else value < low):
+        bounds = f"above {low} and at most {high}" if above else f"from {low} to {high}"
+        raise InvalidRequest(f"parameter '{name}' must be a number {bounds}, got {given!r}")
+    return value
+
+
+def _number(value: Any) -> float | None:
+    if type(value) in (int, float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def bool_parameter(parameters: dict[str, Any], name: str) -> bool:
+    """A request parameter that must be a boolean when given (default false)."""
+    value = parameters.get(name, False)
+    if type(value) is not bool:
+        raise InvalidRequest(f"parameter '{name}' must be true or false, got {value!r}")
+    return value

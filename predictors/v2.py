@@ -1,11 +1,14 @@
 """Open Inference Protocol (V2) codec: REST JSON, the REST binary tensor extension and gRPC.
 
 Tensors go straight between wire bytes and numpy: binary and raw gRPC contents are viewed with
-``np.frombuffer`` and answered with ``tobytes``, never turned into Python lists.
+``np.frombuffer`` and answered with ``tobytes``, never turned into Python lists. A BYTES output that
+is not UTF-8 text (e.g. PNG images) goes into JSON base64-encoded, with the output's parameter
+``content_type: base64`` saying so.
 """
 
 from __future__ import annotations
 
+import base64
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,8 +107,6 @@ def decode_grpc(request: Any, limits: Limits) -> V2Request:
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise InvalidRequest(f"{len(request.inputs)} inputs but {len(raw)} raw_input_contents")
-    if not request.inputs:
-        raise InvalidRequest("the request has no inputs")
     inputs, datatypes = {}, {}
     for i, tensor in enumerate(request.inputs):
         name, datatype, shape = _describe(
@@ -141,7 +142,9 @@ def encode_rest(model_name: str, request: V2Request, outputs: dict[str, np.ndarr
             entry["parameters"] = {"binary_data_size": len(raw)}
             raw_parts.append(raw)
         elif entry["datatype"] == "BYTES":
-            entry["data"] = [b.decode("utf-8", "replace") if isinstance(b, bytes) else str(b) for b in array.ravel()]
+            entry["data"], encoding = _json_strings(array)
+            if encoding:
+                entry["parameters"] = {"content_type": encoding}
         else:
             entry["data"] = np.ascontiguousarray(array).ravel()
         described.append(entry)
@@ -173,6 +176,15 @@ def encode_grpc(model_name: str, request: V2Request, outputs: dict[str, np.ndarr
                 array.ravel().tolist() if datatype != "BYTES" else list(array.ravel())
             )
     return response
+
+
+def _json_strings(array: np.ndarray) -> tuple[list[str], str | None]:
+    """BYTES elements as JSON strings: UTF-8 text as is; binary data (e.g. PNG) all base64, marked so."""
+    items = [b if isinstance(b, bytes) else str(b).encode("utf-8") for b in array.ravel()]
+    try:
+        return [b.decode("utf-8") for b in items], None
+    except UnicodeDecodeError:
+        return [base64.b64encode(b).decode("ascii") for b in items], "base64"
 
 
 _CONTENT_FIELDS = {
@@ -210,9 +222,9 @@ def _parse_header(raw: bytes) -> dict[str, Any]:
 
 
 def _input_specs(header: dict[str, Any]) -> list[dict[str, Any]]:
-    specs = header.get("inputs")
-    if not isinstance(specs, list) or not specs:
-        raise InvalidRequest("'inputs' must be a non-empty list")
+    specs = header.get("inputs", [])
+    if not isinstance(specs, list):
+        raise InvalidRequest("'inputs' must be a non-empty list")  # empty only where the model allows it
     names = [s.get("name") if isinstance(s, dict) else None for s in specs]
     for spec, name in zip(specs, names):
         if not isinstance(spec, dict):

@@ -5,6 +5,10 @@ Users may also ship their own module in the model directory (``model.py:MyNet``)
 
 from __future__ import annotations
 
+import itertools
+import math
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
@@ -84,3 +88,54 @@ class SequenceClassifier(nn.Module):
         h = hidden[0] if isinstance(hidden, tuple) else hidden  # LSTM returns (h, c)
         last = torch.cat([h[-d - 1] for d in range(self.directions)][::-1], dim=1)
         return self.head(last)
+
+
+def _mlp(sizes: list[int], activation: Callable[[], nn.Module] = nn.ReLU) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2:
+            layers.append(activation())
+    return layers
+
+
+class VAE(nn.Module):
+    """A fully connected variational autoencoder for small images.
+
+    ``encode(x)`` gives the posterior's mean and log-variance, ``decode(z)`` pixels in [0, 1]
+    (sigmoid); ``forward(x)`` reconstructs from the mean.
+    """
+
+    def __init__(
+        self, image_shape: tuple[int, ...] = (1, 8, 8), latent_dim: int = 8, hidden: tuple[int, ...] = (256, 128)
+    ) -> None:
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        pixels = math.prod(self.image_shape)
+        self.encoder = nn.Sequential(*_mlp([pixels, *hidden, 2 * latent_dim]))
+        self.decoder = nn.Sequential(*_mlp([latent_dim, *reversed(hidden), pixels]), nn.Sigmoid())
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_variance = self.encoder(x.flatten(1)).chunk(2, dim=1)
+        return mean, log_variance
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z).view(-1, *self.image_shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x)[0])
+
+
+class MLPGenerator(nn.Module):
+    """A fully connected GAN generator: latent vectors to images in [-1, 1] (tanh)."""
+
+    def __init__(
+        self, latent_dim: int = 16, image_shape: tuple[int, ...] = (1, 8, 8), hidden: tuple[int, ...] = (128, 256)
+    ) -> None:
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        pixels = math.prod(self.image_shape)
+        self.net = nn.Sequential(*_mlp([latent_dim, *hidden, pixels], lambda: nn.LeakyReLU(0.2)), nn.Tanh())
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).view(-1, *self.image_shape)

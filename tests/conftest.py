@@ -17,8 +17,10 @@ from tests.serving import ROOT, Server, start_server
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The reference models, trained by the real script (or reused from ``MAAS_TEST_MODELS``)."""
+    from reference_models import BUILDERS
+
     reuse = os.environ.get("MAAS_TEST_MODELS")
-    if reuse and (Path(reuse) / "digits-cnn" / "maas.yaml").is_file():
+    if reuse and all((Path(reuse) / name / "maas.yaml").is_file() for name in BUILDERS):
         return Path(reuse)
     out = tmp_path_factory.mktemp("models")
     subprocess.run([sys.executable, "scripts/reference_models.py", "--out", str(out)], cwd=ROOT, check=True)
@@ -101,3 +103,50 @@ def chaos_model(models_dir: Path, target: Path, delay: float) -> Path:
     config["module"]["kwargs"]["delay"] = delay
     (target / "maas.yaml").write_text(yaml.safe_dump(config))
     return target
+
+
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def serve(model_dir: Path, name: str, log_dir: Path, *args: str) -> Iterator[Server]:
+    server = start_server(model_dir, name, "--max_batch_size", "64", *args, log_dir=log_dir, env=OFFLINE)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def minilm_server(models_dir: Path, log_dir: Path) -> Iterator[Server]:
+    yield from serve(models_dir / "minilm", "minilm", log_dir)
+
+
+@pytest.fixture(scope="session")
+def gpt_server(models_dir: Path, log_dir: Path) -> Iterator[Server]:
+    yield from serve(models_dir / "tiny-gpt", "tiny-gpt", log_dir)
+
+
+@pytest.fixture(scope="session")
+def vae_server(models_dir: Path, log_dir: Path) -> Iterator[Server]:
+    yield from serve(models_dir / "digits-vae", "digits-vae", log_dir, "--max_tensor_elements", "1000000")
+
+
+@pytest.fixture(scope="session")
+def gan_server(models_dir: Path, log_dir: Path) -> Iterator[Server]:
+    yield from serve(models_dir / "digits-gan", "digits-gan", log_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dirs(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Untrained tiny BERT classifiers (sequence and token) with MiniLM's tokenizer, as model directories."""
+    from tests.tiny_bert import tiny_bert_dirs as build
+
+    return build(models_dir / "minilm", tmp_path_factory.mktemp("bert"))
+
+
+@pytest.fixture(scope="session")
+def seqcls_server(tiny_bert_dirs: dict[str, Path], log_dir: Path) -> Iterator[Server]:
+    yield from serve(tiny_bert_dirs["sequence"], "sentiment", log_dir)
+
+
+@pytest.fixture(scope="session")
+def tokcls_server(tiny_bert_dirs: dict[str, Path], log_dir: Path) -> Iterator[Server]:
+    yield from serve(tiny_bert_dirs["token"], "entities", log_dir)

@@ -77,11 +77,17 @@ class Server:
         params = {"binary_data_output": True, **(parameters or {})}
         request = InferRequest(self.name, infer_inputs, parameters=params)
         body, json_length = request.to_rest()
-        response = self.client.post(
-            f"/v2/models/{self.name}/infer",
-            content=body,
-            headers={"content-type": "application/octet-stream", "inference-header-content-length": str(json_length)},
-        )
+        if json_length is None:  # no binary inputs at all (a generative request from parameters): plain JSON
+            response = self.client.post(f"/v2/models/{self.name}/infer", json=body)
+        else:
+            response = self.client.post(
+                f"/v2/models/{self.name}/infer",
+                content=body,
+                headers={
+                    "content-type": "application/octet-stream",
+                    "inference-header-content-length": str(json_length),
+                },
+            )
         if response.status_code != 200:
             return response
         header_length = response.headers.get("inference-header-content-length")

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+import httpx
 import numpy as np
 import pytest
 
@@ -173,6 +174,18 @@ def assert_healthy(server: Server) -> None:
     response = server.v2_tensor("input", GOOD)
     assert response.status_code == 200
     assert next(o for o in response.json()["outputs"] if o["name"] == "label")["shape"] == [2]
+
+
+def assert_4xx_and_ready(server: Server, case: Case, good: dict[str, np.ndarray]) -> None:
+    """The case gets its 4xx JSON error naming the problem; the server stays ready and answers ``good``."""
+    response = send(server, case)
+    assert response.status_code == case.status, response.text
+    error = response.json()["error"]
+    assert isinstance(error, str) and case.says.lower() in error.lower(), error
+    assert server.client.get("/v2/health/ready").status_code == 200
+    assert server.client.get(f"/v2/models/{server.name}/ready").status_code == 200
+    answer = server.v2_binary(good)
+    assert not isinstance(answer, httpx.Response), answer.text
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

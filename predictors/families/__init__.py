@@ -23,6 +23,8 @@ class Family(str, Enum):
 REGISTRY: dict[Family, str] = {
     Family.IMAGE: "predictors.families.image:ImageModel",
     Family.SEQUENCE: "predictors.families.sequence:SequenceModel",
+    Family.TRANSFORMER: "predictors.families.transformer:TransformerModel",
+    Family.GENERATIVE: "predictors.families.generative:GenerativeModel",
 }
 
 
