@@ -23,7 +23,7 @@ RUN python -m venv /opt/venv \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY predictors/ predictors/
-RUN pip install "/app[storage,controller]"
+RUN pip install "/app[storage,controller,transformers]"
 
 FROM ${PYTHON_IMAGE}
 # A numeric, non-root user: Kubernetes' runAsNonRoot can only verify a numeric UID.

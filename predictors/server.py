@@ -45,6 +45,7 @@ from predictors.v2 import HEADER_LENGTH
 
 logger = logging.getLogger("maas")
 UNKNOWN_MODEL = "_unknown"
+LINGER = 0.25  # seconds a just-accepted connection has to send its request during shutdown
 CLIENT_CLOSED = 499  # nginx's status for a client that left before the answer
 
 
@@ -127,6 +128,27 @@ async def predictor_error_handler(_: Request, exc: Exception) -> Response:
     logger.log(level, "%s: %s", type(exc).__name__, exc.message)
     headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after else None
     return ORJSONResponse(exc.to_json(), status_code=exc.http_status.value, headers=headers)
+
+
+class CloseWhileDraining:
+    """While draining, answer with ``connection: close`` so clients stop reusing connections
+    before the listener closes (no request is then sent on a connection about to be dropped)."""
+
+    def __init__(self, app: ASGIApp, dataplane: DataPlane) -> None:
+        self.app = app
+        self.dataplane = dataplane
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not getattr(self.dataplane, "draining", False):
+            await self.app(scope, receive, send)
+            return
+
+        async def closing_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, receive, closing_send)
 
 
 class InferenceMetricsMiddleware:
@@ -225,6 +247,7 @@ def install(app: FastAPI, dataplane: DataPlane, max_body_bytes: int) -> None:
         ]
     app.add_exception_handler(PredictorError, predictor_error_handler)
     app.add_middleware(InferenceMetricsMiddleware, dataplane=dataplane, max_body_bytes=max_body_bytes)
+    app.add_middleware(CloseWhileDraining, dataplane=dataplane)
 
 
 class MaasRESTServer(RESTServer):
@@ -367,19 +390,27 @@ class MaasModelServer(ModelServer):
         asyncio.run(self._serve())
 
     def _drain_on_exit(self, uvicorn_server: Any) -> None:
-        """Put draining in front of uvicorn's signal handling (a second signal stops at once)."""
+        """Put draining in front of uvicorn's signal handling (a second signal stops at once).
+
+        Order: not ready at once; serve on for ``drain_delay`` (answers say ``connection: close``);
+        stop accepting connections; give connections just accepted ``LINGER`` seconds to deliver
+        their request; then uvicorn's own shutdown finishes what is in flight."""
         stop = uvicorn_server.handle_exit
         dataplane = self.dataplane
         assert isinstance(dataplane, MaasDataPlane)
 
+        def close_listeners(sig: int, frame: Any) -> None:
+            for listener in getattr(uvicorn_server, "servers", []):
+                listener.close()
+            asyncio.get_running_loop().call_later(LINGER, stop, sig, frame)
+
         def handle_exit(sig: int, frame: Any) -> None:
-            if dataplane.draining or self.drain_delay == 0:
-                dataplane.draining = True
+            if dataplane.draining:
                 stop(sig, frame)
                 return
             dataplane.draining = True
             logger.info("signal %s: not ready; serving on for %.1fs, then draining", sig, self.drain_delay)
-            asyncio.get_running_loop().call_later(self.drain_delay, stop, sig, frame)
+            asyncio.get_running_loop().call_later(self.drain_delay, close_listeners, sig, frame)
 
         uvicorn_server.handle_exit = handle_exit
 

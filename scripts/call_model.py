@@ -65,10 +65,7 @@ def call_rest(base: str, model: str) -> Json:
     outputs = answer.get("outputs") or []
     if not outputs:
         raise RuntimeError(f"V2 inference of {model} returned no outputs: {answer}")
-    print(
-        f"v2   {model}: ready, {len(request['inputs'])} input(s) -> "
-        f"{', '.join(o['name'] for o in outputs)}"
-    )
+    print(f"v2   {model}: ready, {len(request['inputs'])} input(s) -> {', '.join(o['name'] for o in outputs)}")
     return request
 
 
@@ -85,12 +82,8 @@ def call_grpc(target: str, model: str, request: Json) -> None:
             raise RuntimeError(f"gRPC server at {target} is not ready")
         if not stub.ModelReady(pb.ModelReadyRequest(name=model), timeout=30).ready:
             raise RuntimeError(f"gRPC model {model} is not ready")
-        inputs = [
-            InferInput(i["name"], i["shape"], i["datatype"], i["data"]) for i in request["inputs"]
-        ]
-        answer = stub.ModelInfer(
-            InferRequest(model_name=model, infer_inputs=inputs).to_grpc(), timeout=60
-        )
+        inputs = [InferInput(i["name"], i["shape"], i["datatype"], i["data"]) for i in request["inputs"]]
+        answer = stub.ModelInfer(InferRequest(model_name=model, infer_inputs=inputs).to_grpc(), timeout=60)
         if not answer.outputs:
             raise RuntimeError(f"gRPC inference of {model} returned no outputs")
         print(f"grpc {model}: ready -> {', '.join(o.name for o in answer.outputs)}")

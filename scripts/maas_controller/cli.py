@@ -37,11 +37,13 @@ from .rollout import Rollout, RolloutPlan, Tick
 
 def _checked(check: Any) -> Any:
     """Wrap a validator so argparse reports its message as a usage error."""
+
     def parse(text: str) -> Any:
         try:
             return check(text)
         except ValidationError as exc:
             raise argparse.ArgumentTypeError(exc.message) from None
+
     parse.__name__ = check.__name__.replace("validate_", "").replace("parse_", "")
     return parse
 
@@ -83,61 +85,82 @@ MODE = _checked(Mode.parse)
 def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("common options")
-    group.add_argument("-n", "--namespace", default=os.environ.get("MAAS_NAMESPACE", "default"),
-                       help="namespace of the InferenceService (default: $MAAS_NAMESPACE or "
-                            "'default')")
+    group.add_argument(
+        "-n",
+        "--namespace",
+        default=os.environ.get("MAAS_NAMESPACE", "default"),
+        help="namespace of the InferenceService (default: $MAAS_NAMESPACE or 'default')",
+    )
     group.add_argument("-o", "--output", choices=FORMATS, default="table")
-    group.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster config in a "
-                                            "pod, else ~/.kube/config)")
+    group.add_argument(
+        "--kubeconfig", help="kubeconfig file (default: in-cluster config in a pod, else ~/.kube/config)"
+    )
     group.add_argument("--context", help="kubeconfig context")
-    group.add_argument("--timeout", type=DURATION, default=600.0,
-                       help="how long to wait for Ready, e.g. 10m (default 10m)")
-    group.add_argument("--poll", type=DURATION, default=2.0,
-                       help="delay between reads while waiting (default 2s)")
-    group.add_argument("--no-wait", dest="wait", action="store_false",
-                       help="return after the change is accepted, without waiting for Ready")
-    group.add_argument("--default-mode", type=MODE, default=Mode.KNATIVE,
-                       help="deployment mode when the InferenceService declares none "
-                            "(Serverless or Standard; default Serverless)")
-    group.add_argument("--history-limit", type=int, default=200,
-                       help="entries kept in the history ConfigMap (default 200)")
+    group.add_argument(
+        "--timeout", type=DURATION, default=600.0, help="how long to wait for Ready, e.g. 10m (default 10m)"
+    )
+    group.add_argument("--poll", type=DURATION, default=2.0, help="delay between reads while waiting (default 2s)")
+    group.add_argument(
+        "--no-wait",
+        dest="wait",
+        action="store_false",
+        help="return after the change is accepted, without waiting for Ready",
+    )
+    group.add_argument(
+        "--default-mode",
+        type=MODE,
+        default=Mode.KNATIVE,
+        help="deployment mode when the InferenceService declares none (Serverless or Standard; default Serverless)",
+    )
+    group.add_argument(
+        "--history-limit", type=int, default=200, help="entries kept in the history ConfigMap (default 200)"
+    )
     return common
 
 
 def _health_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("health gates")
-    group.add_argument("--prometheus", "--prometheus-url", dest="prometheus",
-                       help="Prometheus base URL; without it only readiness gates the steps")
-    group.add_argument("--canary-selector", default=DEFAULT_SELECTOR,
-                       help="PromQL label matchers selecting the canary's series; placeholders "
-                            "{namespace} {name} {target} {version} (default: %(default)s)")
-    group.add_argument("--window", default="",
-                       help="PromQL rate window (default: max(interval, 60s))")
-    group.add_argument("--require-traffic", action="store_true",
-                       help="treat a canary without samples as unhealthy")
-    group.add_argument("--ready-timeout", type=DURATION, default=None,
-                       help="how long a step may take to become Ready (default: --timeout)")
+    group.add_argument(
+        "--prometheus",
+        "--prometheus-url",
+        dest="prometheus",
+        help="Prometheus base URL; without it only readiness gates the steps",
+    )
+    group.add_argument(
+        "--canary-selector",
+        default=DEFAULT_SELECTOR,
+        help="PromQL label matchers selecting the canary's series; placeholders "
+        "{namespace} {name} {target} {version} (default: %(default)s)",
+    )
+    group.add_argument("--window", default="", help="PromQL rate window (default: max(interval, 60s))")
+    group.add_argument("--require-traffic", action="store_true", help="treat a canary without samples as unhealthy")
+    group.add_argument(
+        "--ready-timeout",
+        type=DURATION,
+        default=None,
+        help="how long a step may take to become Ready (default: --timeout)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="controller.py",
         description="maas model version controller: deploy, canary, promote, roll back and "
-                    "progressively roll out versions of a KServe InferenceService.")
+        "progressively roll out versions of a KServe InferenceService.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = [_common()]
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help.replace("%", "%%"), description=help,
-                              parents=common)
+        return sub.add_parser(name, help=help.replace("%", "%%"), description=help, parents=common)
 
     p = command("deploy", "Create the InferenceService, or roll a version out at 100%.")
     p.add_argument("name", type=NAME)
     p.add_argument("--storage-uri", type=URI, required=True)
-    p.add_argument("--version", type=VERSION, help="version name (default: known name of this "
-                                                   "URI, else the next vN)")
-    p.add_argument("--model-format", choices=MODEL_FORMATS,
-                   help="needed to create: spec.predictor.model.modelFormat.name")
+    p.add_argument("--version", type=VERSION, help="version name (default: known name of this URI, else the next vN)")
+    p.add_argument(
+        "--model-format", choices=MODEL_FORMATS, help="needed to create: spec.predictor.model.modelFormat.name"
+    )
     p.add_argument("--runtime", help="spec.predictor.model.runtime, when creating")
     p.add_argument("--mode", type=MODE, help="deployment mode annotation, when creating")
 
@@ -160,27 +183,33 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("history", "Every version: URI, when, by which command, outcome.")
     p.add_argument("name", type=NAME)
 
-    p = command("rollout", "Progressive delivery: canary steps gated on health, with automatic "
-                           "rollback. Re-run the same command to resume.")
+    p = command(
+        "rollout",
+        "Progressive delivery: canary steps gated on health, with automatic "
+        "rollback. Re-run the same command to resume.",
+    )
     p.add_argument("name", type=NAME)
     p.add_argument("--storage-uri", type=URI, required=True)
     p.add_argument("--version", type=VERSION)
-    p.add_argument("--steps", type=STEPS, default=(10, 25, 50, 100),
-                   help="canary percents, ending at 100 (default 10,25,50,100)")
-    p.add_argument("--interval", type=DURATION, default=60.0,
-                   help="observation time per step once Ready (default 60s)")
+    p.add_argument(
+        "--steps", type=STEPS, default=(10, 25, 50, 100), help="canary percents, ending at 100 (default 10,25,50,100)"
+    )
+    p.add_argument("--interval", type=DURATION, default=60.0, help="observation time per step once Ready (default 60s)")
     p.add_argument("--max-error-rate", type=FRACTION, default=0.01)
     p.add_argument("--max-p99-ms", type=POSITIVE, default=250.0)
     _health_options(p)
 
-    p = command("run", "Reconcile loop for the cluster: progressive rollouts requested by "
-                       "maas.io/rollout-* annotations on InferenceServices.")
+    p = command(
+        "run",
+        "Reconcile loop for the cluster: progressive rollouts requested by "
+        "maas.io/rollout-* annotations on InferenceServices.",
+    )
     p.add_argument("-A", "--all-namespaces", action="store_true")
-    p.add_argument("--interval", type=DURATION, default=30.0,
-                   help="time between reconcile passes (default 30s)")
+    p.add_argument("--interval", type=DURATION, default=30.0, help="time between reconcile passes (default 30s)")
     p.add_argument("--once", action="store_true", help="one pass, then exit")
-    p.add_argument("--step-interval", type=DURATION, default=60.0,
-                   help="default observation time per step (default 60s)")
+    p.add_argument(
+        "--step-interval", type=DURATION, default=60.0, help="default observation time per step (default 60s)"
+    )
     p.add_argument("--max-error-rate", type=FRACTION, default=0.01)
     p.add_argument("--max-p99-ms", type=POSITIVE, default=250.0)
     _health_options(p)
@@ -190,14 +219,25 @@ def build_parser() -> argparse.ArgumentParser:
 def _plan(args: argparse.Namespace, storage_uri: str, interval: float) -> RolloutPlan:
     thresholds = Thresholds(args.max_error_rate, args.max_p99_ms, args.require_traffic)
     return RolloutPlan(
-        storage_uri=storage_uri, version=getattr(args, "version", None),
-        steps=getattr(args, "steps", (10, 25, 50, 100)), interval=interval,
-        thresholds=thresholds, selector=args.canary_selector, window=args.window,
-        ready_timeout=args.ready_timeout if args.ready_timeout is not None else args.timeout)
+        storage_uri=storage_uri,
+        version=getattr(args, "version", None),
+        steps=getattr(args, "steps", (10, 25, 50, 100)),
+        interval=interval,
+        thresholds=thresholds,
+        selector=args.canary_selector,
+        window=args.window,
+        ready_timeout=args.ready_timeout if args.ready_timeout is not None else args.timeout,
+    )
 
 
-def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None,
-         api_client: Any = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    clock: Clock | None = None,
+    api_client: Any = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
     out, err = out or sys.stdout, err or sys.stderr
     args = build_parser().parse_args(argv)
     clock = clock or Clock()
@@ -205,9 +245,14 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None,
     def say(message: str) -> None:
         print(f"[{clock.iso()}] {message}", file=err, flush=True)
 
-    settings = Settings(namespace=args.namespace, default_mode=args.default_mode,
-                        timeout=args.timeout, poll=args.poll, wait=args.wait,
-                        history_limit=args.history_limit)
+    settings = Settings(
+        namespace=args.namespace,
+        default_mode=args.default_mode,
+        timeout=args.timeout,
+        poll=args.poll,
+        wait=args.wait,
+        history_limit=args.history_limit,
+    )
     try:
         if args.command == "rollout":  # validate the plan before connecting
             plan = _plan(args, args.storage_uri, args.interval)
@@ -217,8 +262,10 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None,
         if args.command == "run":
             return _run(args, kube, settings, prometheus, clock, say)
         if args.command == "rollout":
+
             def report(tick: Tick) -> None:
                 say(f"{args.name}: {tick.message}")
+
             tick = Rollout(ctl, prometheus).run(args.name, plan, poll=args.poll, report=report)
             result: Any = {"name": args.name, "phase": tick.phase, "message": tick.message}
             print(render(result, args.output, tick.message), file=out)
@@ -229,14 +276,18 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None,
             return 0
         if args.command == "history":
             entries = ctl.history(args.name)
-            columns = ["seq", "version", "at", "command", "outcome", "percent", "storageUri",
-                       "detail"]
+            columns = ["seq", "version", "at", "command", "outcome", "percent", "storageUri", "detail"]
             print(render(entries, args.output, table(entries, columns)), file=out)
             return 0
         if args.command == "deploy":
-            done = ctl.deploy(args.name, args.storage_uri, args.version,
-                              model_format=args.model_format, runtime=args.runtime,
-                              mode=args.mode)
+            done = ctl.deploy(
+                args.name,
+                args.storage_uri,
+                args.version,
+                model_format=args.model_format,
+                runtime=args.runtime,
+                mode=args.mode,
+            )
         elif args.command == "canary":
             done = ctl.canary(args.name, args.storage_uri, args.percent, args.version)
         elif args.command == "promote":
@@ -253,8 +304,9 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None,
         return 130
 
 
-def _run(args: argparse.Namespace, kube: Kube, settings: Settings,
-         prometheus: Prometheus | None, clock: Clock, say: Any) -> int:
+def _run(
+    args: argparse.Namespace, kube: Kube, settings: Settings, prometheus: Prometheus | None, clock: Clock, say: Any
+) -> int:
     namespace = None if args.all_namespaces else args.namespace
     # A template: each InferenceService's maas.io/rollout-storage-uri replaces the URI.
     defaults = _plan(args, "s3://maas/template", args.step_interval)
@@ -270,7 +322,6 @@ def _run(args: argparse.Namespace, kube: Kube, settings: Settings,
         stop.wait(seconds)
 
     clock.sleep = interruptible_sleep
-    say(f"reconciling {'all namespaces' if namespace is None else namespace} every "
-        f"{args.interval:g}s")
+    say(f"reconciling {'all namespaces' if namespace is None else namespace} every {args.interval:g}s")
     reconciler.run(args.interval, stop.is_set)
     return 0

@@ -60,8 +60,13 @@ class Result:
     traffic: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> Obj:
-        return {"name": self.name, "command": self.command, "changed": self.changed,
-                "message": self.message, "traffic": self.traffic}
+        return {
+            "name": self.name,
+            "command": self.command,
+            "changed": self.changed,
+            "message": self.message,
+            "traffic": self.traffic,
+        }
 
 
 def describe(command: str, live: Split, target: Split) -> tuple[Version, str, int, str]:
@@ -74,15 +79,20 @@ def describe(command: str, live: Split, target: Split) -> tuple[Version, str, in
         return live.canary, "rolled-back", 0, f"back to {live.stable.name}"
     if command == "rollback":
         return target.stable, "restored", 100, f"replaces {live.stable.name}"
-    return target.stable, "rolled-out", 100, (
-        f"replaces {live.stable.name}" if live.stable.name else "")
+    return target.stable, "rolled-out", 100, (f"replaces {live.stable.name}" if live.stable.name else "")
 
 
 class Controller:
     """The version controller for InferenceServices in one namespace."""
 
-    def __init__(self, kube: Kube, settings: Settings | None = None, *,
-                 clock: Clock | None = None, log: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        settings: Settings | None = None,
+        *,
+        clock: Clock | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
         self.kube = kube
         self.settings = settings or Settings()
         self.clock = clock or Clock()
@@ -110,15 +120,21 @@ class Controller:
         def version(v: Version | None) -> Obj | None:
             if v is None:
                 return None
-            return {"version": v.name, "storageUri": v.storage_uri,
-                    "percent": weights.get(v.name, 0)}
+            return {"version": v.name, "storageUri": v.storage_uri, "percent": weights.get(v.name, 0)}
 
-        return {"name": name, "namespace": self.namespace, "mode": mode.value,
-                "ready": ready, "reason": reason, "url": status.get("url", ""),
-                "generation": meta.get("generation"),
-                "observedGeneration": status.get("observedGeneration"),
-                "stable": version(split.stable), "canary": version(split.canary),
-                "traffic": observed_traffic(isvc, mode)}
+        return {
+            "name": name,
+            "namespace": self.namespace,
+            "mode": mode.value,
+            "ready": ready,
+            "reason": reason,
+            "url": status.get("url", ""),
+            "generation": meta.get("generation"),
+            "observedGeneration": status.get("observedGeneration"),
+            "stable": version(split.stable),
+            "canary": version(split.canary),
+            "traffic": observed_traffic(isvc, mode),
+        }
 
     def history(self, name: str) -> list[Obj]:
         _, _, _, history = self.read(name)
@@ -126,32 +142,37 @@ class Controller:
 
     # ---- commands -----------------------------------------------------------------------------
 
-    def deploy(self, name: str, storage_uri: str, version: str | None = None, *,
-               model_format: str | None = None, runtime: str | None = None,
-               mode: Mode | None = None) -> Result:
+    def deploy(
+        self,
+        name: str,
+        storage_uri: str,
+        version: str | None = None,
+        *,
+        model_format: str | None = None,
+        runtime: str | None = None,
+        mode: Mode | None = None,
+    ) -> Result:
         """Create the InferenceService, or roll ``storage_uri`` out at 100%."""
         validate_uri(storage_uri)
         if version is not None:
             validate_version(version)
         if model_format is not None and model_format not in MODEL_FORMATS:
-            raise ValidationError(f"unknown model format {model_format!r}: one of "
-                                  + ", ".join(MODEL_FORMATS))
+            raise ValidationError(f"unknown model format {model_format!r}: one of " + ", ".join(MODEL_FORMATS))
         try:
             self.kube.get_isvc(self.namespace, name)
         except NotFound:
             if model_format is None:
-                raise NotFound(f"InferenceService {self.namespace}/{name} does not exist; pass "
-                               "--model-format to create it") from None
-            return self._create(name, Version(version or "v1", storage_uri), model_format,
-                                runtime, mode)
+                raise NotFound(
+                    f"InferenceService {self.namespace}/{name} does not exist; pass --model-format to create it"
+                ) from None
+            return self._create(name, Version(version or "v1", storage_uri), model_format, runtime, mode)
 
         def plan(isvc: Obj, live: Split, history: History) -> Split:
             return Split(new_version(history, live, storage_uri, version))
 
         return self.apply(name, "deploy", plan)
 
-    def canary(self, name: str, storage_uri: str, percent: int,
-               version: str | None = None) -> Result:
+    def canary(self, name: str, storage_uri: str, percent: int, version: str | None = None) -> Result:
         """Route ``percent`` of the traffic to a new version."""
         validate_uri(storage_uri)
         validate_percent(percent)
@@ -160,20 +181,17 @@ class Controller:
 
         def plan(isvc: Obj, live: Split, history: History) -> Split:
             if storage_uri == live.stable.storage_uri:
-                raise ValidationError(f"{storage_uri} is already the stable version "
-                                      f"{live.stable.name}")
+                raise ValidationError(f"{storage_uri} is already the stable version {live.stable.name}")
             new = new_version(history, live, storage_uri, version)
             if live.canary is not None and live.canary != new:
-                raise Conflict(f"canary {live.canary.name} is in progress; promote or roll it "
-                               "back first")
+                raise Conflict(f"canary {live.canary.name} is in progress; promote or roll it back first")
             return Split(live.stable, new, percent)
 
         return self.apply(name, "canary", plan)
 
     def promote(self, name: str) -> Result:
         """Send all traffic to the canary and make it the stable version."""
-        return self.apply(name, "promote",
-                          lambda isvc, live, history: Split(live.canary or live.stable))
+        return self.apply(name, "promote", lambda isvc, live, history: Split(live.canary or live.stable))
 
     def rollback(self, name: str, to: str | None = None) -> Result:
         """Drop the canary, or go back to the previous (or any recorded) version."""
@@ -192,9 +210,16 @@ class Controller:
 
     # ---- the shared machinery ------------------------------------------------------------------
 
-    def apply(self, name: str, command: str, plan: Plan, *,
-              annotations: dict[str, str | None] | None = None, wait: bool | None = None,
-              detail: str | None = None) -> Result:
+    def apply(
+        self,
+        name: str,
+        command: str,
+        plan: Plan,
+        *,
+        annotations: dict[str, str | None] | None = None,
+        wait: bool | None = None,
+        detail: str | None = None,
+    ) -> Result:
         """Compare, patch (conditionally, retrying 409s), wait for Ready, record.
 
         ``annotations`` ride along in the same patch (the rollout state); ``wait=False`` records
@@ -227,9 +252,18 @@ class Controller:
         entry = (version, outcome, percent, default_detail if detail is None else detail)
         return self._finish(name, command, isvc, mode, history, target, entry, wait=wait)
 
-    def _finish(self, name: str, command: str, isvc: Obj, mode: Mode, history: History,
-                target: Split, entry: tuple[Version, str, int, str], *,
-                wait: bool = True) -> Result:
+    def _finish(
+        self,
+        name: str,
+        command: str,
+        isvc: Obj,
+        mode: Mode,
+        history: History,
+        target: Split,
+        entry: tuple[Version, str, int, str],
+        *,
+        wait: bool = True,
+    ) -> Result:
         """Wait for Ready after a change, then record it (or its timeout) and post an Event."""
         version, outcome, percent, detail = entry
         self.log(f"{name}: {command}: {outcome} {version.name} ({version.storage_uri})")
@@ -249,43 +283,61 @@ class Controller:
 
     def wait_ready(self, name: str, mode: Mode) -> Obj:
         return wait_until(
-            lambda: self.kube.get_isvc(self.namespace, name), lambda obj: readiness(obj, mode),
-            timeout=self.settings.timeout, poll=self.settings.poll, clock=self.clock,
-            what=f"InferenceService {self.namespace}/{name} to be Ready")
+            lambda: self.kube.get_isvc(self.namespace, name),
+            lambda obj: readiness(obj, mode),
+            timeout=self.settings.timeout,
+            poll=self.settings.poll,
+            clock=self.clock,
+            what=f"InferenceService {self.namespace}/{name} to be Ready",
+        )
 
     def event(self, isvc: Obj, reason: str, message: str, kind: str = "Normal") -> None:
         meta = isvc["metadata"]
         now = self.clock.iso()
-        self.kube.create_event(self.namespace, {
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": self.namespace},
-            "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": "InferenceService",
-                               "name": meta["name"], "namespace": self.namespace,
-                               "uid": meta.get("uid", "")},
-            "reason": reason.capitalize(), "message": message, "type": kind,
-            "source": {"component": "maas-controller"},
-            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-        })
+        self.kube.create_event(
+            self.namespace,
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"generateName": f"{meta['name']}.", "namespace": self.namespace},
+                "involvedObject": {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "InferenceService",
+                    "name": meta["name"],
+                    "namespace": self.namespace,
+                    "uid": meta.get("uid", ""),
+                },
+                "reason": reason.capitalize(),
+                "message": message,
+                "type": kind,
+                "source": {"component": "maas-controller"},
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "count": 1,
+            },
+        )
 
-    def _create(self, name: str, version: Version, model_format: str, runtime: str | None,
-                mode: Mode | None) -> Result:
+    def _create(self, name: str, version: Version, model_format: str, runtime: str | None, mode: Mode | None) -> Result:
         annotations = {ANN_VERSION: version.name}
         if mode is not None:
             annotations[DEPLOYMENT_MODE] = mode.value
         model: Obj = {"modelFormat": {"name": model_format}, "storageUri": version.storage_uri}
         if runtime:
             model["runtime"] = runtime
-        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "InferenceService",
-                "metadata": {"name": name, "namespace": self.namespace,
-                             "annotations": annotations},
-                "spec": {"predictor": {"model": model}}}
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "InferenceService",
+            "metadata": {"name": name, "namespace": self.namespace, "annotations": annotations},
+            "spec": {"predictor": {"model": model}},
+        }
         try:
             self.kube.create_isvc(self.namespace, body)
         except Conflict:  # created meanwhile by someone else: roll the version out instead
             return self.deploy(name, version.storage_uri, version.name)
         isvc, mode, split, history = self.read(name)
-        return self._finish(name, "deploy", isvc, mode, history, split,
-                            (version, "rolled-out", 100, "created"), wait=self.settings.wait)
+        return self._finish(
+            name, "deploy", isvc, mode, history, split, (version, "rolled-out", 100, "created"), wait=self.settings.wait
+        )
 
 
 def cancel_rollout(annotations: dict[str, str], command: str) -> dict[str, str | None]:

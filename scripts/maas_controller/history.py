@@ -47,8 +47,7 @@ def configmap_name(isvc_name: str) -> str:
 class History:
     """Read and append the history of ``isvc`` (a dict as read from the API)."""
 
-    def __init__(self, kube: Kube, isvc: dict[str, Any], *, limit: int = 200,
-                 clock: Clock | None = None) -> None:
+    def __init__(self, kube: Kube, isvc: dict[str, Any], *, limit: int = 200, clock: Clock | None = None) -> None:
         self.kube, self.isvc, self.limit = kube, isvc, limit
         self.clock = clock or Clock()
         self.namespace = isvc["metadata"]["namespace"]
@@ -85,24 +84,28 @@ class History:
                 return Version(entry.version, entry.storageUri)
         raise ValidationError(f"no earlier version than {current!r} in the history")
 
-    def append(self, version: Version, command: str, outcome: str, *, percent: int = 100,
-               detail: str = "") -> Entry:
+    def append(self, version: Version, command: str, outcome: str, *, percent: int = 100, detail: str = "") -> Entry:
         """Append one entry, retrying on 409 until it lands after everyone else's."""
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}")
         return retry_on_conflict(
-            lambda: self._append_once(version, command, outcome, percent, detail),
-            clock=self.clock)
+            lambda: self._append_once(version, command, outcome, percent, detail), clock=self.clock
+        )
 
-    def _append_once(self, version: Version, command: str, outcome: str, percent: int,
-                     detail: str) -> Entry:
+    def _append_once(self, version: Version, command: str, outcome: str, percent: int, detail: str) -> Entry:
         cm, entries, evicted = self._read()
-        entry = Entry(seq=entries[-1].seq + 1 if entries else evicted + 1, version=version.name,
-                      storageUri=version.storage_uri, at=self.clock.iso(), command=command,
-                      outcome=outcome, percent=percent, detail=detail)
+        entry = Entry(
+            seq=entries[-1].seq + 1 if entries else evicted + 1,
+            version=version.name,
+            storageUri=version.storage_uri,
+            at=self.clock.iso(),
+            command=command,
+            outcome=outcome,
+            percent=percent,
+            detail=detail,
+        )
         entries.append(entry)
-        while len(entries) > self.limit or (
-                len(entries) > 1 and len(_dump(entries)) > MAX_BYTES):
+        while len(entries) > self.limit or (len(entries) > 1 and len(_dump(entries)) > MAX_BYTES):
             entries.pop(0)
             evicted += 1
         data = {DATA_KEY: _dump(entries), "evicted": str(evicted)}
@@ -115,14 +118,19 @@ class History:
 
     def _new_configmap(self, data: dict[str, str]) -> dict[str, Any]:
         meta = self.isvc["metadata"]
-        owner = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "InferenceService",
-                 "name": meta["name"], "uid": meta.get("uid", "")}
+        owner = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "InferenceService",
+            "name": meta["name"],
+            "uid": meta.get("uid", ""),
+        }
         return {
-            "apiVersion": "v1", "kind": "ConfigMap",
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
             "metadata": {
-                "name": self.name, "namespace": self.namespace,
-                "labels": {"app.kubernetes.io/managed-by": "maas-controller",
-                           "maas.io/inferenceservice": meta["name"]},
+                "name": self.name,
+                "namespace": self.namespace,
+                "labels": {"app.kubernetes.io/managed-by": "maas-controller", "maas.io/inferenceservice": meta["name"]},
                 "ownerReferences": [owner] if owner["uid"] else [],
             },
             "data": data,

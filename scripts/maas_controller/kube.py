@@ -66,45 +66,74 @@ class Kube:
     # ---- InferenceServices --------------------------------------------------------------------
 
     def get_isvc(self, namespace: str, name: str) -> Obj:
-        return self._call(f"get inferenceservice {namespace}/{name}",
-                          self._custom.get_namespaced_custom_object,
-                          GROUP, VERSION, namespace, PLURAL, name)
+        return self._call(
+            f"get inferenceservice {namespace}/{name}",
+            self._custom.get_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+        )
 
     def list_isvcs(self, namespace: str | None) -> list[Obj]:
         if namespace is None:
-            result = self._call("list inferenceservices",
-                                self._custom.list_cluster_custom_object, GROUP, VERSION, PLURAL)
+            result = self._call(
+                "list inferenceservices", self._custom.list_cluster_custom_object, GROUP, VERSION, PLURAL
+            )
         else:
-            result = self._call(f"list inferenceservices in {namespace}",
-                                self._custom.list_namespaced_custom_object,
-                                GROUP, VERSION, namespace, PLURAL)
+            result = self._call(
+                f"list inferenceservices in {namespace}",
+                self._custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+            )
         return list(result.get("items", []))
 
     def create_isvc(self, namespace: str, body: Obj) -> Obj:
-        return self._call(f"create inferenceservice {namespace}/{body['metadata']['name']}",
-                          self._custom.create_namespaced_custom_object,
-                          GROUP, VERSION, namespace, PLURAL, body)
+        return self._call(
+            f"create inferenceservice {namespace}/{body['metadata']['name']}",
+            self._custom.create_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            body,
+        )
 
     def patch_isvc(self, namespace: str, name: str, patch: Obj) -> Obj:
         """A JSON merge patch; put ``metadata.resourceVersion`` in it to make it conditional."""
-        return self._call(f"patch inferenceservice {namespace}/{name}",
-                          self._custom.patch_namespaced_custom_object,
-                          GROUP, VERSION, namespace, PLURAL, name, patch)
+        return self._call(
+            f"patch inferenceservice {namespace}/{name}",
+            self._custom.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            patch,
+        )
 
     # ---- ConfigMaps and Events ----------------------------------------------------------------
 
     def get_configmap(self, namespace: str, name: str) -> Obj:
-        return self._call(f"get configmap {namespace}/{name}",
-                          self._core.read_namespaced_config_map, name, namespace)
+        return self._call(f"get configmap {namespace}/{name}", self._core.read_namespaced_config_map, name, namespace)
 
     def create_configmap(self, namespace: str, body: Obj) -> Obj:
-        return self._call(f"create configmap {namespace}/{body['metadata']['name']}",
-                          self._core.create_namespaced_config_map, namespace, body)
+        return self._call(
+            f"create configmap {namespace}/{body['metadata']['name']}",
+            self._core.create_namespaced_config_map,
+            namespace,
+            body,
+        )
 
     def replace_configmap(self, namespace: str, name: str, body: Obj) -> Obj:
         """PUT with the read ``resourceVersion``: a concurrent writer makes this a 409."""
-        return self._call(f"update configmap {namespace}/{name}",
-                          self._core.replace_namespaced_config_map, name, namespace, body)
+        return self._call(
+            f"update configmap {namespace}/{name}", self._core.replace_namespaced_config_map, name, namespace, body
+        )
 
     def create_event(self, namespace: str, body: Obj) -> None:
         """Best effort: an Event that cannot be written never fails a command."""
@@ -112,8 +141,9 @@ class Kube:
             self._call("create event", self._core.create_namespaced_event, namespace, body)
 
 
-def retry_on_conflict(action: Callable[[], T], *, attempts: int = 8, clock: Clock | None = None,
-                      backoff: float = 0.05) -> T:
+def retry_on_conflict(
+    action: Callable[[], T], *, attempts: int = 8, clock: Clock | None = None, backoff: float = 0.05
+) -> T:
     """Run ``action`` (which must re-read what it writes) again after each 409, a few times."""
     clock = clock or Clock()
     for attempt in range(1, attempts + 1):
@@ -126,8 +156,15 @@ def retry_on_conflict(action: Callable[[], T], *, attempts: int = 8, clock: Cloc
     raise AssertionError("unreachable")
 
 
-def wait_until(fetch: Callable[[], Obj], check: Callable[[Obj], tuple[bool, str]], *,
-               timeout: float, poll: float, clock: Clock, what: str) -> Obj:
+def wait_until(
+    fetch: Callable[[], Obj],
+    check: Callable[[Obj], tuple[bool, str]],
+    *,
+    timeout: float,
+    poll: float,
+    clock: Clock,
+    what: str,
+) -> Obj:
     """Poll ``fetch`` until ``check`` says done; a timeout names the last reason seen."""
     deadline = clock.now() + timeout
     while True:

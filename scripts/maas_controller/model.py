@@ -48,8 +48,7 @@ class Mode(str, Enum):
             return cls.KNATIVE
         if lowered in ("standard", "rawdeployment", "raw"):
             return cls.STANDARD
-        raise ValidationError(f"unsupported deployment mode {value!r} "
-                              "(use Serverless or Standard/RawDeployment)")
+        raise ValidationError(f"unsupported deployment mode {value!r} (use Serverless or Standard/RawDeployment)")
 
 
 @dataclass(frozen=True)
@@ -71,8 +70,8 @@ def validate_uri(uri: str) -> str:
     match = _URI.match(uri or "")
     if not match or match["scheme"] not in URI_SCHEMES:
         raise ValidationError(
-            f"malformed storage URI {uri!r}: expected SCHEME://PATH with SCHEME one of "
-            + ", ".join(URI_SCHEMES))
+            f"malformed storage URI {uri!r}: expected SCHEME://PATH with SCHEME one of " + ", ".join(URI_SCHEMES)
+        )
     return uri
 
 

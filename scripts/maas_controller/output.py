@@ -14,8 +14,7 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     cells = [[c.upper() for c in columns]]
     cells += [["" if row.get(c) is None else str(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
-    return "\n".join("   ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip()
-                     for line in cells)
+    return "\n".join("   ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in cells)
 
 
 def render(data: Any, fmt: str, as_table: str) -> str:
@@ -30,9 +29,11 @@ def render(data: Any, fmt: str, as_table: str) -> str:
 
 
 def status_table(status: dict[str, Any]) -> str:
-    head = (f"{status['namespace']}/{status['name']}  mode={status['mode']}  "
-            f"ready={status['ready']} ({status['reason']})  "
-            f"generation={status['generation']} observed={status['observedGeneration']}")
+    head = (
+        f"{status['namespace']}/{status['name']}  mode={status['mode']}  "
+        f"ready={status['ready']} ({status['reason']})  "
+        f"generation={status['generation']} observed={status['observedGeneration']}"
+    )
     versions = [dict(v, role=role) for role in ("stable", "canary") if (v := status[role])]
     parts = [head, "", table(versions, ["role", "version", "percent", "storageUri"])]
     if status["traffic"]:

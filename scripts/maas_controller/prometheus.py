@@ -66,8 +66,10 @@ def queries(selector: str, window: str) -> tuple[str, str]:
     total = f"sum(rate(maas_requests_total{{{selector}}}[{window}]))"
     errors = f'sum(rate(maas_requests_total{{{selector},status=~"5.."}}[{window}]))'
     error_rate = f"({errors} or vector(0)) / {total}"
-    p99 = ("histogram_quantile(0.99, sum by (le) "
-           f"(rate(maas_request_duration_seconds_bucket{{{selector}}}[{window}]))) * 1000")
+    p99 = (
+        "histogram_quantile(0.99, sum by (le) "
+        f"(rate(maas_request_duration_seconds_bucket{{{selector}}}[{window}]))) * 1000"
+    )
     return error_rate, p99
 
 

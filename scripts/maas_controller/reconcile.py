@@ -41,23 +41,28 @@ from .rollout import Rollout, RolloutPlan, Tick
 
 def plan_from_annotations(annotations: dict[str, str], defaults: RolloutPlan) -> RolloutPlan:
     """The rollout an InferenceService asks for; ``defaults`` fill what it leaves out."""
+
     def number(key: str, default: float) -> float:
         try:
             return float(annotations.get(key, default))
         except ValueError:
             raise ValidationError(f"{key}: not a number: {annotations[key]!r}") from None
 
-    thresholds = replace(defaults.thresholds,
-                         max_error_rate=number(ANN_ROLLOUT_MAX_ERROR_RATE,
-                                               defaults.thresholds.max_error_rate),
-                         max_p99_ms=number(ANN_ROLLOUT_MAX_P99_MS, defaults.thresholds.max_p99_ms))
+    thresholds = replace(
+        defaults.thresholds,
+        max_error_rate=number(ANN_ROLLOUT_MAX_ERROR_RATE, defaults.thresholds.max_error_rate),
+        max_p99_ms=number(ANN_ROLLOUT_MAX_P99_MS, defaults.thresholds.max_p99_ms),
+    )
     steps = annotations.get(ANN_ROLLOUT_STEPS)
     interval = annotations.get(ANN_ROLLOUT_INTERVAL)
-    return replace(defaults, storage_uri=annotations[ANN_ROLLOUT_URI],
-                   version=annotations.get(ANN_ROLLOUT_VERSION) or None,
-                   steps=parse_steps(steps) if steps else defaults.steps,
-                   interval=parse_duration(interval) if interval else defaults.interval,
-                   thresholds=thresholds)
+    return replace(
+        defaults,
+        storage_uri=annotations[ANN_ROLLOUT_URI],
+        version=annotations.get(ANN_ROLLOUT_VERSION) or None,
+        steps=parse_steps(steps) if steps else defaults.steps,
+        interval=parse_duration(interval) if interval else defaults.interval,
+        thresholds=thresholds,
+    )
 
 
 @dataclass
@@ -84,8 +89,7 @@ class Reconciler:
             results[key] = self._reconcile(isvc, annotations)
         return results
 
-    def _reconcile(self, isvc: dict[str, Any],
-                   annotations: dict[str, str]) -> Tick | ControllerError:
+    def _reconcile(self, isvc: dict[str, Any], annotations: dict[str, str]) -> Tick | ControllerError:
         meta = isvc["metadata"]
         settings = replace(self.settings, namespace=meta["namespace"], wait=False)
         controller = Controller(self.kube, settings, clock=self.clock)

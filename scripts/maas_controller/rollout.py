@@ -112,8 +112,9 @@ class Rollout:
         self.ctl = controller
         self.prometheus = prometheus
 
-    def run(self, name: str, plan: RolloutPlan, *, poll: float,
-            report: Callable[[Tick], None] = lambda tick: None) -> Tick:
+    def run(
+        self, name: str, plan: RolloutPlan, *, poll: float, report: Callable[[Tick], None] = lambda tick: None
+    ) -> Tick:
         """Tick until done, reporting each new message; raise RolledBack if it failed."""
         last = ""
         while True:
@@ -143,13 +144,10 @@ class Rollout:
                 return Tick(SUCCEEDED, f"{live.stable.name} already serves 100%", 100)
             version = new_version(history, live, plan.storage_uri, plan.version)
             if live.canary is not None and live.canary != version:
-                raise Conflict(f"canary {live.canary.name} is in progress; promote or roll it "
-                               "back first")
+                raise Conflict(f"canary {live.canary.name} is in progress; promote or roll it back first")
             # A canary of this version already live (a manual `canary`): continue from its share.
-            first = next(i for i, p in enumerate(plan.steps)
-                         if live.canary != version or p >= live.percent)
-            start = RolloutState(version.name, version.storage_uri, list(plan.steps), first,
-                                 self.ctl.clock.now())
+            first = next(i for i, p in enumerate(plan.steps) if live.canary != version or p >= live.percent)
+            start = RolloutState(version.name, version.storage_uri, list(plan.steps), first, self.ctl.clock.now())
             return self._go(name, live.stable, version, start, f"started: {start.label}")
 
         now = self.ctl.clock.now()
@@ -157,10 +155,8 @@ class Rollout:
         ready, reason = readiness(isvc, mode)
         if not ready:
             if now - state.since > plan.ready_timeout:
-                return self._abort(name, canary, state,
-                                   f"not Ready after {plan.ready_timeout:g}s: {reason}")
-            return Tick(PROGRESSING, f"{state.label}: waiting for Ready ({reason})",
-                        state.percent)
+                return self._abort(name, canary, state, f"not Ready after {plan.ready_timeout:g}s: {reason}")
+            return Tick(PROGRESSING, f"{state.label}: waiting for Ready ({reason})", state.percent)
         if state.readyAt is None:
             state = replace(state, readyAt=now)
             self._save(name, state)
@@ -180,36 +176,43 @@ class Rollout:
             done = replace(state, phase=SUCCEEDED, reason=why)
             return self._go(name, canary, None, done, f"promoted {canary.name}: {why}")
         following = replace(state, step=state.step + 1, since=now, readyAt=None)
-        return self._go(name, live.stable, canary, following,
-                        f"{state.label} healthy ({why}); {following.label}")
+        return self._go(name, live.stable, canary, following, f"{state.label} healthy ({why}); {following.label}")
 
-    def _judge(self, isvc: dict[str, Any], mode: Mode, plan: RolloutPlan,
-               canary: Version) -> tuple[bool, str]:
+    def _judge(self, isvc: dict[str, Any], mode: Mode, plan: RolloutPlan, canary: Version) -> tuple[bool, str]:
         if self.prometheus is None:
             return True, "Ready (no Prometheus configured)"
         meta = isvc["metadata"]
-        selector = plan.selector.format(namespace=meta["namespace"], name=meta["name"],
-                                        target=canary_target(isvc, mode),
-                                        version=canary.name)
+        selector = plan.selector.format(
+            namespace=meta["namespace"], name=meta["name"], target=canary_target(isvc, mode), version=canary.name
+        )
         return plan.thresholds.judge(self.prometheus.health(selector, plan.range))
 
-    def _go(self, name: str, stable: Version, canary: Version | None, state: RolloutState,
-            message: str) -> Tick:
+    def _go(self, name: str, stable: Version, canary: Version | None, state: RolloutState, message: str) -> Tick:
         """Apply the split for ``state`` together with the state itself."""
         target = Split(stable, canary, state.percent) if canary else Split(stable)
-        result = self.ctl.apply(name, "rollout", lambda isvc, live, history: target,
-                                annotations={ANN_ROLLOUT_STATE: state.dump()}, wait=False)
+        result = self.ctl.apply(
+            name,
+            "rollout",
+            lambda isvc, live, history: target,
+            annotations={ANN_ROLLOUT_STATE: state.dump()},
+            wait=False,
+        )
         return Tick(state.phase, message, state.percent, result.changed)
 
     def _abort(self, name: str, canary: Version, state: RolloutState, why: str) -> Tick:
         failed = replace(state, phase=ROLLED_BACK, reason=why)
-        result = self.ctl.apply(name, "rollout",
-                                lambda isvc, live, history: Split(live.stable),
-                                annotations={ANN_ROLLOUT_STATE: failed.dump()}, wait=False,
-                                detail=why)
+        result = self.ctl.apply(
+            name,
+            "rollout",
+            lambda isvc, live, history: Split(live.stable),
+            annotations={ANN_ROLLOUT_STATE: failed.dump()},
+            wait=False,
+            detail=why,
+        )
         self.ctl.log(f"{name}: rolled back {canary.name}: {why}")
         return Tick(ROLLED_BACK, f"rolled back {canary.name}: {why}", 0, result.changed)
 
     def _save(self, name: str, state: RolloutState) -> None:
-        self.ctl.apply(name, "rollout", lambda isvc, live, history: live,
-                       annotations={ANN_ROLLOUT_STATE: state.dump()}, wait=False)
+        self.ctl.apply(
+            name, "rollout", lambda isvc, live, history: live, annotations={ANN_ROLLOUT_STATE: state.dump()}, wait=False
+        )

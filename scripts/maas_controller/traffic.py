@@ -107,8 +107,7 @@ def patch_for(isvc: Obj, mode: Mode, target: Split) -> Obj:
         }
         spec: Obj = {"predictor": predictor}
     else:
-        spec = {"predictor": {"model": {"storageUri": target.stable.storage_uri}},
-                "canary": None}
+        spec = {"predictor": {"model": {"storageUri": target.stable.storage_uri}}, "canary": None}
         if canary:
             base = copy.deepcopy(isvc.get("spec", {}).get("predictor") or {})
             base.pop("canaryTrafficPercent", None)
@@ -151,16 +150,22 @@ def observed_traffic(isvc: Obj, mode: Mode) -> list[Obj]:
     status = isvc.get("status") or {}
     if mode is Mode.KNATIVE:
         entries = status.get("components", {}).get("predictor", {}).get("traffic") or []
-        return [{"target": e.get("revisionName", ""), "percent": int(e.get("percent") or 0),
-                 "role": "latest" if e.get("latestRevision") else (e.get("tag") or "")}
-                for e in entries]
-    canaries = [{"target": c.get("name", ""), "percent": int(c.get("trafficPercent") or 0),
-                 "role": "canary"} for c in status.get("canaryStatuses") or []]
+        return [
+            {
+                "target": e.get("revisionName", ""),
+                "percent": int(e.get("percent") or 0),
+                "role": "latest" if e.get("latestRevision") else (e.get("tag") or ""),
+            }
+            for e in entries
+        ]
+    canaries = [
+        {"target": c.get("name", ""), "percent": int(c.get("trafficPercent") or 0), "role": "canary"}
+        for c in status.get("canaryStatuses") or []
+    ]
     if not status:
         return []
     stable = 100 - sum(c["percent"] for c in canaries)
-    return [{"target": f"{isvc['metadata']['name']}-predictor", "percent": stable,
-             "role": "stable"}, *canaries]
+    return [{"target": f"{isvc['metadata']['name']}-predictor", "percent": stable, "role": "stable"}, *canaries]
 
 
 def canary_target(isvc: Obj, mode: Mode) -> str:

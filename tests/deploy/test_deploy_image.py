@@ -41,7 +41,7 @@ def test_build_stage_installs_torch_first_then_the_package():
     assert args["TORCH_INDEX_URL"].endswith("/whl/cpu")
     runs = [args for op, args in build if op == "RUN"]
     torch_run = next(i for i, r in enumerate(runs) if "TORCH_SPEC" in r)
-    package_run = next(i for i, r in enumerate(runs) if 'pip install "/app[storage,controller]"' in r)
+    package_run = next(i for i, r in enumerate(runs) if 'pip install "/app[storage,controller,transformers]"' in r)
     assert torch_run < package_run
     assert ("WORKDIR", "/app") in build
 
