@@ -12,6 +12,7 @@ V1 REST, V2 REST and V2 gRPC::
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
 import os
 import time
@@ -284,7 +285,7 @@ class MaasModel(Model, Generic[P]):
         self.check_parameters(request.parameters)
         if not request.inputs and not self.accepts_empty(request.parameters):
             raise InvalidRequest("'inputs' must be a non-empty list")
-        request.output_names([spec.name for spec in self.output_specs()])
+        request.output_names(self.output_names)
         part, items = self.prepare_v2(request)
         if items == 0:
             raise InvalidRequest("the batch is empty")
@@ -304,6 +305,11 @@ class MaasModel(Model, Generic[P]):
         if job.protocol == "grpc":
             return encode_grpc(self.name, job.v2, outputs)
         return encode_rest(self.name, job.v2, outputs)
+
+    @functools.cached_property
+    def output_names(self) -> list[str]:
+        """The names ``output_specs`` declares (fixed once the model is built)."""
+        return [spec.name for spec in self.output_specs()]
 
     def get_input_types(self) -> list[dict[str, Any]]:
         return [spec.metadata() for spec in self.input_specs()]

@@ -23,7 +23,6 @@ from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor
 from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.rest.server import RESTServer
-from kserve.utils.utils import to_headers
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -277,7 +276,7 @@ class MaasServicer(InferenceServicer):
             if not model.ready:
                 raise NotReady(f"model {name} is not ready")
             label = name
-            response, _ = await model(request, headers=to_headers(context))
+            response, _ = await model(request, None)
             return response
         except asyncio.CancelledError:
             status = CLIENT_CLOSED  # the client cancelled or its deadline passed: dropped from the queue

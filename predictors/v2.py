@@ -124,7 +124,7 @@ def decode_grpc(request: Any, limits: Limits) -> V2Request:
         protocol="grpc",
         inputs=inputs,
         datatypes=datatypes,
-        id=request.id or str(uuid.uuid4()),
+        id=request.id,  # gRPC answers may carry an empty id
         parameters=to_http_parameters(request.parameters) if request.parameters else {},
         requested=requested,
         binary_output=bool(raw),

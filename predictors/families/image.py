@@ -17,6 +17,7 @@ from predictors.modules import build_module
 from predictors.v2 import V2Request
 
 IMAGE_INPUT = "image"
+IMAGE_SPEC = TensorSpec(name=IMAGE_INPUT, datatype="BYTES", shape=[-1], optional=True)
 
 
 class ImageModel(ClassifierOutputs, MaasModel[np.ndarray]):
@@ -38,7 +39,7 @@ class ImageModel(ClassifierOutputs, MaasModel[np.ndarray]):
         return self.config.inputs[0]
 
     def input_specs(self) -> list[TensorSpec]:
-        return [self.tensor_spec, TensorSpec(name=IMAGE_INPUT, datatype="BYTES", shape=[-1], optional=True)]
+        return [self.tensor_spec, IMAGE_SPEC]
 
     def prepare_v2(self, request: V2Request) -> tuple[np.ndarray, int]:
         spec = self.tensor_spec
@@ -48,7 +49,7 @@ class ImageModel(ClassifierOutputs, MaasModel[np.ndarray]):
         if spec.name in request.inputs:
             array = v2_input(request, spec)
         else:
-            images = check_tensor(self.input_specs()[1], request.inputs[IMAGE_INPUT], request.datatypes[IMAGE_INPUT])
+            images = check_tensor(IMAGE_SPEC, request.inputs[IMAGE_INPUT], request.datatypes[IMAGE_INPUT])
             array = decode_images(images, self.image_shape, self.config.image)
         return array, len(array)
 

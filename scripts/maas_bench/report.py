@@ -167,6 +167,7 @@ def plot(s: dict, path: Path) -> Path:  # type: ignore[type-arg]
             if raw:
                 ax.axhline(raw["items_per_s"], color="grey", linewidth=1, label=f"raw (batch {raw['best_batch']})")
             ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
             ax.set_title(f"{workload} · {transport}", fontsize=9)
             ax.set_xlabel("concurrency")
             ax.set_ylabel("items/s")
