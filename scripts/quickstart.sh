@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # maas quick start. Sets up a virtualenv (.venv) with everything, then:
-#   scripts/quickstart.sh serve   train the reference models (once) and serve the digits CNN
+#   scripts/quickstart.sh serve   train the reference digits CNN (once) and serve it
 #                                 on 127.0.0.1:8080 (REST) and 8081 (gRPC)
 #   scripts/quickstart.sh test    run the test suite
 # Environment: TORCH_SPEC (default torch==2.13.0, the CPU build; e.g. "torch==2.5.1" for your CUDA),
@@ -34,8 +34,8 @@ setup() {
 serve() {
   setup
   if [ ! -f .models/digits-cnn/maas.yaml ]; then
-    echo "==> training reference models into .models/"
-    python scripts/reference_models.py --out .models
+    echo "==> training the reference digits CNN into .models/ (all models: python scripts/reference_models.py --out .models)"
+    python scripts/reference_models.py --out .models --only digits-cnn
   fi
   cat <<MSG
 ==> serving digits-cnn on http://127.0.0.1:${HTTP_PORT} (gRPC 127.0.0.1:${GRPC_PORT}); once it logs ready, try:
