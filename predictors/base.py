@@ -210,6 +210,20 @@ class MaasModel(Model, Generic[P]):
             start += job.items
         return results
 
+    def first_input(self, layout: str) -> TensorSpec:
+        """The model config's first declared input (the tensor families take)."""
+        if not self.config.inputs:
+            raise ConfigError(f"a {self.config.family} model config needs 'inputs' with its {layout} tensor")
+        return self.config.inputs[0]
+
+    def build_torch_module(self) -> Any:
+        """The config's ``module`` built, loaded strictly and put on the model's device and dtype."""
+        from predictors.modules import build_module
+
+        if self.config.module is None:
+            raise ConfigError(f"a {self.config.family} model config needs a 'module' section")
+        return build_module(self.config.module, self.model_dir, self.device, self.dtype)
+
     def tensor(self, array: np.ndarray) -> Any:
         """A numpy batch as a torch tensor on the model's device (floats in the model's dtype)."""
         import torch

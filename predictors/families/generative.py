@@ -48,7 +48,6 @@ from predictors.inputs import (
     seed_parameter,
     v2_input,
 )
-from predictors.modules import build_module
 from predictors.v2 import V2Request
 
 MODES = ("generate", "encode", "reconstruct")
@@ -84,12 +83,10 @@ class GenerativeModel(MaasModel[GenerativePart]):
     def build(self) -> None:
         import torch
 
-        if self.config.module is None:
-            raise ConfigError("a generative model config needs a 'module' section")
         options = self.options
         if self.is_vae:
             check_channels(self.config.image, options.image_shape[0])
-        self.module = build_module(self.config.module, self.model_dir, self.device, self.dtype)
+        self.module = self.build_torch_module()
         missing = [m for m in ("encode", "decode") if self.is_vae and not callable(getattr(self.module, m, None))]
         if missing:
             raise ConfigError(f"a VAE module needs encode() and decode(); {type(self.module).__name__} lacks {missing}")

@@ -13,7 +13,6 @@ from predictors.config import TensorSpec
 from predictors.errors import ConfigError, InvalidRequest
 from predictors.images import check_channels, decode_images, v1_images
 from predictors.inputs import check_tensor, reject_unknown, v2_input
-from predictors.modules import build_module
 from predictors.v2 import V2Request
 
 IMAGE_INPUT = "image"
@@ -24,19 +23,15 @@ class ImageModel(ClassifierOutputs, MaasModel[np.ndarray]):
     """Serves any torch image classifier whose forward maps ``[N, C, H, W]`` to logits."""
 
     def build(self) -> None:
-        if self.config.module is None:
-            raise ConfigError("an image model config needs a 'module' section")
         spec = self.tensor_spec
         if spec.datatype != "FP32" or len(spec.shape) != 4 or spec.shape[0] != -1 or -1 in spec.shape[1:]:
             raise ConfigError(f"an image model's input must be FP32 [-1, C, H, W], got {spec.datatype} {spec.shape}")
         check_channels(self.config.image, spec.shape[1])
-        self.module = build_module(self.config.module, self.model_dir, self.device, self.dtype)
+        self.module = self.build_torch_module()
 
     @property
     def tensor_spec(self) -> TensorSpec:
-        if not self.config.inputs:
-            raise ConfigError("an image model config needs 'inputs' with its [-1, C, H, W] tensor")
-        return self.config.inputs[0]
+        return self.first_input("[-1, C, H, W]")
 
     def input_specs(self) -> list[TensorSpec]:
         return [self.tensor_spec, IMAGE_SPEC]

@@ -18,10 +18,10 @@ from predictors.classifier import ClassifierOutputs
 from predictors.config import TensorSpec
 from predictors.errors import ConfigError, InvalidRequest
 from predictors.inputs import check_tensor, float_instances, reject_unknown, v2_input
-from predictors.modules import build_module
 from predictors.v2 import V2Request
 
 LENGTHS_INPUT = "lengths"
+LENGTHS_SPEC = TensorSpec(name=LENGTHS_INPUT, datatype="INT64", shape=[-1], optional=True)
 Part = tuple[np.ndarray, np.ndarray]  # padded [n, T, F] float32, lengths [n] int64
 
 
@@ -29,25 +29,21 @@ class SequenceModel(ClassifierOutputs, MaasModel[Part]):
     """Serves a torch module whose forward is ``(x [N, T, F], lengths [N]) -> logits``."""
 
     def build(self) -> None:
-        if self.config.module is None:
-            raise ConfigError("a sequence model config needs a 'module' section")
         spec = self.tensor_spec
         if spec.datatype != "FP32" or spec.shape[:2] != [-1, -1] or len(spec.shape) != 3 or spec.shape[2] == -1:
             raise ConfigError(f"a sequence model's input must be FP32 [-1, -1, F], got {spec.datatype} {spec.shape}")
-        self.module = build_module(self.config.module, self.model_dir, self.device, self.dtype)
+        self.module = self.build_torch_module()
 
     @property
     def tensor_spec(self) -> TensorSpec:
-        if not self.config.inputs:
-            raise ConfigError("a sequence model config needs 'inputs' with its [-1, -1, F] tensor")
-        return self.config.inputs[0]
+        return self.first_input("[-1, -1, F]")
 
     @property
     def features(self) -> int:
         return self.tensor_spec.shape[2]
 
     def input_specs(self) -> list[TensorSpec]:
-        return [self.tensor_spec, TensorSpec(name=LENGTHS_INPUT, datatype="INT64", shape=[-1], optional=True)]
+        return [self.tensor_spec, LENGTHS_SPEC]
 
     def prepare_v2(self, request: V2Request) -> tuple[Part, int]:
         spec = self.tensor_spec
