@@ -11,6 +11,7 @@ V1 REST, V2 REST and V2 gRPC::
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import logging
@@ -240,7 +241,9 @@ class MaasModel(Model, Generic[P]):
         histograms that maas's batch and request metrics replace.)"""
         if not self.ready or self.batcher is None:
             raise NotReady(f"model {self.name} is not ready")
-        ticket = self.batcher.ticket()
+        ticket = _TICKET.get()
+        if ticket is None or not ticket.of(self.batcher):
+            ticket = self.batcher.ticket()
         token = _TICKET.set(ticket)
         try:
             job = await self.preprocess(body, headers)
@@ -249,6 +252,20 @@ class MaasModel(Model, Generic[P]):
         finally:
             ticket.close()
             _TICKET.reset(token)
+
+    def arrived(self) -> None:
+        """Count a request for this model from the moment the transport accepts it, before its body
+        is read (the gRPC server calls this): ``__call__`` in the same task takes the ticket over, and
+        it is closed at the latest when the task ends."""
+        if not self.ready or self.batcher is None:
+            return
+        ticket = self.batcher.ticket()
+        _TICKET.set(ticket)
+        task = asyncio.current_task()
+        if task is None:
+            ticket.close()
+            return
+        task.add_done_callback(lambda _: ticket.close())
 
     def validate(self, payload: Any) -> Any:
         return payload  # validation happens in preprocess, against the model's specs

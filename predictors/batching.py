@@ -34,6 +34,8 @@ from typing import Any, Generic, TypeVar
 
 from predictors.errors import ModelFailure, Overloaded, PredictorError, QueueTimeout
 
+PROBE_WINDOW = 0.001  # seconds a lone batch waits to learn whether more requests are coming
+PROBE_BACKOFF_MAX = 256  # most lone batches run without probing after probes that brought nothing
 P = TypeVar("P")  # one request's prepared input
 R = TypeVar("R")  # one request's result
 
@@ -73,6 +75,10 @@ class Ticket:
             self._preparing = False
             self._batcher._preparing -= 1
             self._batcher._wake()
+
+    def of(self, batcher: AdaptiveBatcher[Any, Any]) -> bool:
+        """Whether this open ticket counts a request for ``batcher``."""
+        return self._batcher is batcher
 
     def close(self) -> None:
         self.queued()
@@ -119,6 +125,10 @@ class AdaptiveBatcher(Generic[P, R]):
         self._preparing = 0  # requests inside the server, not yet submitted
         self._inside = 0  # requests inside the server, from ticket to answer
         self._peak = 0  # most requests inside at once since the last dispatch
+        self._arrivals = 0  # tickets and submissions so far: whether a probe brought any
+        self._probe_skip = 0  # lone batches to run before probing again
+        self._probe_backoff = 1
+        self._probing = False  # a probe is waiting: new tickets wake it
         self._forward_ewma: float | None = None
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -131,7 +141,10 @@ class AdaptiveBatcher(Generic[P, R]):
         """Register a request that has just arrived (call ``close()`` on it once answered)."""
         self._inside += 1
         self._preparing += 1
+        self._arrivals += 1
         self._peak = max(self._peak, self._inside)
+        if self._probing:
+            self._wake()
         return Ticket(self)
 
     def _wake(self) -> None:
@@ -153,6 +166,7 @@ class AdaptiveBatcher(Generic[P, R]):
             pending.expiry = loop.call_later(self.max_wait, self._expire, pending)
         self._queue.append(pending)
         self._queued_items += items
+        self._arrivals += 1
         self._wake()
         return await pending.future
 
@@ -178,22 +192,72 @@ class AdaptiveBatcher(Generic[P, R]):
             batch = self._take([])
             target = min(self.max_batch_size, max(self._peak, 1))
             deadline = time.perf_counter() + self.max_delay
-            # a live request left at the head (too big, or another key) closes the batch: nothing overtakes it
-            while (
-                not self._queue
-                and self._size(batch) < self.max_batch_size
-                and (self._preparing or self._size(batch) < target)
-            ):
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0 or self._inside <= len(batch):
-                    break  # out of time, or nobody else is inside the server to wait for
-                self._wakeup.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), remaining)
-                batch = self._take(batch)
+            batch = await self._fill(batch, target, deadline)
+            while self._alone(batch) and await self._probe(deadline):
+                batch = await self._fill(self._take(batch), self.max_batch_size, deadline)
             self._peak = self._inside
             if batch:
                 await self._dispatch(batch)
+
+    async def _fill(self, batch: list[_Pending[P, R]], target: int, deadline: float) -> list[_Pending[P, R]]:
+        """Wait, until ``deadline``, for requests inside the server to join until ``target`` items."""
+        assert self._wakeup is not None
+        # a live request left at the head (too big, or another key) closes the batch: nothing overtakes it
+        while (
+            not self._queue
+            and self._size(batch) < self.max_batch_size
+            and (self._preparing or self._size(batch) < target)
+        ):
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0 or self._inside <= len(batch):
+                break  # out of time, or nobody else is inside the server to wait for
+            self._wakeup.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            batch = self._take(batch)
+        return batch
+
+    def _alone(self, batch: list[_Pending[P, R]]) -> bool:
+        """A batch about to run with room left, nothing queued and nobody else inside the server."""
+        return (
+            bool(batch) and not self._queue and self._inside <= len(batch) and self._size(batch) < self.max_batch_size
+        )
+
+    async def _probe(self, deadline: float) -> bool:
+        """Whether another request arrives within a short wait: learned, so that it costs nothing
+        when requests come one at a time.
+
+        Seen from the server, a lone client and a transport that delivers one call at a time look
+        the same: one request inside, nothing queued. They differ in what waiting brings. grpc.aio
+        accepts a call per event-loop turn through its poller thread; with that thread on the
+        loop's core, a loop that never sleeps starves it, calls arrive one by one and every batch
+        holds one. A short wait lets the poller run and the calls queued behind it come in. Each
+        probe that brings nothing doubles how many lone batches run before the next probe (up to
+        ``PROBE_BACKOFF_MAX``); one that brings a request resets it."""
+        if self._probe_skip > 0:
+            self._probe_skip -= 1
+            return False
+        window = min(PROBE_WINDOW, deadline - time.perf_counter())
+        if window <= 0:
+            return False
+        assert self._wakeup is not None
+        seen = self._arrivals
+        self._wakeup.clear()
+        self._probing = True
+        try:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), window)
+        finally:
+            self._probing = False
+        if self._arrivals > seen:
+            self._probe_backoff = 1
+            return True
+        self._probe_skip = self._probe_backoff
+        self._probe_backoff = min(2 * self._probe_backoff, PROBE_BACKOFF_MAX)
+        return False
+
+    def _inline(self) -> bool:
+        return self._forward_ewma is not None and self._forward_ewma < self.inline_below
 
     def _take(self, batch: list[_Pending[P, R]]) -> list[_Pending[P, R]]:
         size = self._size(batch)
@@ -224,7 +288,7 @@ class AdaptiveBatcher(Generic[P, R]):
         parts = [p.part for p in batch]
         started = time.perf_counter()
         try:
-            if self._forward_ewma is not None and self._forward_ewma < self.inline_below:
+            if self._inline():
                 results, cpu = self._timed_run(parts)
             else:
                 results, cpu = await asyncio.get_running_loop().run_in_executor(self._executor, self._timed_run, parts)

@@ -45,6 +45,9 @@ class Forbidden(PredictorError):
     grpc_status = grpc.StatusCode.PERMISSION_DENIED
 
 
+REPOSITORY_REFUSAL = "unloading models is disabled: a maas server serves one model; roll out a new version instead"
+
+
 class NotFound(PredictorError):
     """The model or model version does not exist on this server."""
 

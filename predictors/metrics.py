@@ -6,6 +6,9 @@ from prometheus_client import Counter, Histogram
 
 from predictors.batching import BatchStats
 
+UNKNOWN_MODEL = "_unknown"  # the model label of requests naming no served model
+CLIENT_CLOSED = 499  # nginx's status for a client that left before the answer
+
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 

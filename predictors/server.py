@@ -10,18 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent import futures
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import ORJSONResponse
 from kserve import ModelServer
-from kserve.errors import ModelNotFound
 from kserve.protocol.dataplane import DataPlane
-from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
-from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor
-from kserve.protocol.grpc.server import GRPCServer
-from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.rest.server import RESTServer
 from starlette.requests import Request
 from starlette.responses import Response
@@ -31,21 +25,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from predictors import metrics
 from predictors.base import MaasModel, RawV2
 from predictors.errors import (
+    REPOSITORY_REFUSAL,
     ConfigError,
     Forbidden,
     NotFound,
     NotReady,
     PayloadTooLarge,
     PredictorError,
-    grpc_status_of,
-    http_status_of,
 )
+from predictors.grpc_service import MaasGRPCServer
+from predictors.metrics import CLIENT_CLOSED, UNKNOWN_MODEL
 from predictors.v2 import HEADER_LENGTH
 
 logger = logging.getLogger("maas")
-UNKNOWN_MODEL = "_unknown"
 LINGER = 0.25  # seconds a just-accepted connection has to send its request during shutdown
-CLIENT_CLOSED = 499  # nginx's status for a client that left before the answer
 
 
 def registered_model(dataplane: DataPlane, request: Request) -> Any:
@@ -80,9 +73,6 @@ def repository_endpoint(dataplane: DataPlane):
         raise Forbidden(REPOSITORY_REFUSAL)
 
     return repository
-
-
-REPOSITORY_REFUSAL = "unloading models is disabled: a maas server serves one model; roll out a new version instead"
 
 
 def v2_model_endpoints(dataplane: DataPlane):
@@ -262,64 +252,6 @@ class MaasRESTServer(RESTServer):
 
         install(app, self.dataplane, self.max_body_bytes)
         super().create_application()
-
-
-class MaasServicer(InferenceServicer):
-    """kserve's gRPC servicer with ``ModelInfer`` going straight to the model, counted and mapped."""
-
-    async def ModelInfer(self, request: Any, context: Any) -> Any:
-        started = time.perf_counter()
-        name = request.model_name
-        label, status = UNKNOWN_MODEL, 200
-        try:
-            model = self._data_plane.get_model_from_registry(name)
-            if not model.ready:
-                raise NotReady(f"model {name} is not ready")
-            label = name
-            response, _ = await model(request, None)
-            return response
-        except asyncio.CancelledError:
-            status = CLIENT_CLOSED  # the client cancelled or its deadline passed: dropped from the queue
-            raise
-        except Exception as exc:
-            status = http_status_of(exc)
-            if status >= 500 and not isinstance(exc, (PredictorError, ModelNotFound)):
-                logger.exception("gRPC inference on %s failed", name)
-            message = exc.message if isinstance(exc, PredictorError) else str(exc)
-            await context.abort(grpc_status_of(exc), message)
-        finally:
-            metrics.observe_request(label, "grpc", status, time.perf_counter() - started)
-
-    async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
-        await context.abort(Forbidden.grpc_status, REPOSITORY_REFUSAL)
-
-
-class MaasGRPCServer(GRPCServer):
-    """kserve's gRPC server bound to ``host`` with ``MaasServicer``."""
-
-    def __init__(self, *args: Any, host: str, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.host = host
-
-    async def start(self, max_workers: int) -> None:
-        from grpc import aio
-
-        self._server = aio.server(
-            futures.ThreadPoolExecutor(max_workers=max_workers),
-            interceptors=(ExceptionToStatusInterceptor(),),
-            options=[
-                ("grpc.max_send_message_length", self._kwargs.get("grpc_max_send_message_length")),
-                ("grpc.max_receive_message_length", self._kwargs.get("grpc_max_receive_message_length")),
-            ],
-        )
-        grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            MaasServicer(self._data_plane, self._model_repository_extension), self._server
-        )
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        self._server.add_insecure_port(f"{host}:{self._port}")
-        logger.info("gRPC server listening on %s:%s", host, self._port)
-        await self._server.start()
-        await self._server.wait_for_termination()
 
 
 class MaasDataPlane(DataPlane):

@@ -19,6 +19,16 @@ IMAGE_INPUT = "image"
 IMAGE_SPEC = TensorSpec(name=IMAGE_INPUT, datatype="BYTES", shape=[-1], optional=True)
 
 
+def in_layout(value: Any, memory_format: str) -> Any:
+    """A module or a 4-D tensor in ``memory_format`` (``channels_last`` or ``contiguous``)."""
+    import torch
+
+    layout = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
+    if isinstance(value, torch.nn.Module):
+        return value.to(memory_format=layout)
+    return value.contiguous(memory_format=layout)
+
+
 class ImageModel(ClassifierOutputs, MaasModel[np.ndarray]):
     """Serves any torch image classifier whose forward maps ``[N, C, H, W]`` to logits."""
 
@@ -27,7 +37,7 @@ class ImageModel(ClassifierOutputs, MaasModel[np.ndarray]):
         if spec.datatype != "FP32" or len(spec.shape) != 4 or spec.shape[0] != -1 or -1 in spec.shape[1:]:
             raise ConfigError(f"an image model's input must be FP32 [-1, C, H, W], got {spec.datatype} {spec.shape}")
         check_channels(self.config.image, spec.shape[1])
-        self.module = self.build_torch_module()
+        self.module = in_layout(self.build_torch_module(), self.config.image.memory_format)
 
     @property
     def tensor_spec(self) -> TensorSpec:
@@ -59,7 +69,8 @@ class ImageModel(ClassifierOutputs, MaasModel[np.ndarray]):
         return c, h, w
 
     def collate(self, parts: Sequence[np.ndarray]) -> Any:
-        return self.tensor(parts[0] if len(parts) == 1 else np.concatenate(parts))
+        batch = self.tensor(parts[0] if len(parts) == 1 else np.concatenate(parts))
+        return in_layout(batch, self.config.image.memory_format)
 
     def run(self, batch: Any) -> dict[str, np.ndarray]:
         return {"probabilities": self.probabilities(self.module(batch))}
