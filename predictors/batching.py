@@ -6,7 +6,10 @@ costs nothing at low load. Under concurrent load (requests overlapping inside th
 forming batch waits, at most ``max_delay``, until it holds as many items as requests were
 recently in flight (capped at ``max_batch_size``); requests arriving while a batch runs queue for
 the next one. Callers hold a ``Ticket`` for each request from arrival to answer: that is how the
-batcher sees concurrency, and requests still being decoded.
+batcher sees concurrency, and requests still being decoded. A batch about to run alone probes:
+it waits briefly (``PROBE_WINDOW``) for another arrival. A transport that delivers calls one at a
+time (grpc.aio on a busy core) answers the probe at once and batches form; a lone client does not,
+and each fruitless probe doubles the number of lone batches run before the next one.
 
 Execution. Forward passes run on the model's own thread, except tiny ones: while the measured
 forward CPU time stays under ``inline_below`` seconds, the batch runs on the event loop itself,

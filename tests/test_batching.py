@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from predictors.batching import AdaptiveBatcher, BatchStats
+from predictors.batching import PROBE_WINDOW, AdaptiveBatcher, BatchStats
 from predictors.errors import ModelFailure, Overloaded
 
 
@@ -191,3 +191,43 @@ async def test_only_requests_with_the_same_key_share_a_batch_in_arrival_order() 
     results = await asyncio.gather(*(b.submit(i, 1, key=k) for i, k in enumerate(keys, start=1)))
     assert await first == 0 and results == [2, 4, 6, 8, 10]
     assert run.batches == [[0], [1, 2], [3, 4], [5]]
+
+
+async def call(b: AdaptiveBatcher[int, int], value: int) -> int:
+    """One request as the server makes it: a ticket on arrival, submitted, closed once answered."""
+    ticket = b.ticket()
+    try:
+        return await b.submit(value, 1, ticket)
+    finally:
+        ticket.close()
+
+
+async def test_calls_delivered_one_by_one_are_batched_after_a_probe() -> None:
+    """A transport that delivers a call only when the loop is free (grpc.aio on a busy core): every
+    batch would hold one call; a lone batch probes, learns that waiting brings calls, and fills."""
+    run = Recorder()
+    b = batcher(run, max_delay=0.05, inline_below=1.0)  # inline: a forward holds the event loop
+    assert await call(b, 0) == 0
+    tasks = []
+    for i in range(1, 65):
+        tasks.append(asyncio.create_task(call(b, i)))
+        for _ in range(3):  # the next call comes a few loop turns later
+            await asyncio.sleep(0)
+    assert await asyncio.gather(*tasks) == [2 * i for i in range(1, 65)]
+    sizes = [len(batch) for batch in run.batches[1:]]
+    assert sum(sizes) == 64 and max(sizes) == 8
+    assert len(sizes) <= 12, f"one-by-one calls were not batched: {sizes}"
+
+
+async def test_a_lone_client_stops_paying_for_probes() -> None:
+    """One client, one request at a time: each probe finds nothing, so probes back off and almost
+    every request runs at once."""
+    run = Recorder()
+    b = batcher(run, max_delay=0.05, inline_below=1.0)
+    slow = 0
+    for i in range(300):
+        started = time.perf_counter()
+        assert await call(b, i) == 2 * i
+        slow += time.perf_counter() - started >= 0.9 * PROBE_WINDOW
+    assert len(run.batches) == 300
+    assert slow <= 20, f"{slow} of 300 lone requests waited for a probe"  # 9 with the backoff; 300 without

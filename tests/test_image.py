@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import base64
 import io
 from concurrent.futures import ThreadPoolExecutor
@@ -141,6 +143,40 @@ def test_concurrent_requests_are_batched_and_equal_unbatched(cnn_server: Server,
     batches, items = after[0] - before[0], after[1] - before[1]
     assert items == 48
     assert batches < 48, "concurrent requests should have shared forward passes"
+
+
+def test_concurrent_grpc_calls_are_batched(cnn_server: Server, cnn_heldout) -> None:
+    """grpc.aio hands the server one call per event-loop turn; calls must still share forward passes."""
+    from kserve import InferenceGRPCClient, InferInput, InferRequest
+
+    x, _ = cnn_heldout
+    n = 64
+
+    async def calls() -> list[np.ndarray]:
+        client = InferenceGRPCClient(cnn_server.grpc_url, timeout=60, retries=0)
+        try:
+
+            async def one(i: int) -> np.ndarray:
+                tensor = InferInput("input", [1, 1, 8, 8], "FP32")
+                tensor.set_data_from_numpy(x[i : i + 1], binary_data=True)
+                response = await client.infer(InferRequest(cnn_server.name, [tensor]))
+                return response.get_output_by_name("probabilities").as_numpy()[0]
+
+            rounds = []
+            for _ in range(5):  # several rounds: the batcher learns that waiting pays
+                rounds.append(await asyncio.gather(*(one(i) for i in range(n))))
+            return rounds[-1]
+        finally:
+            await client.close()
+
+    before = batch_stats(cnn_server)
+    probabilities = asyncio.run(calls())
+    after = batch_stats(cnn_server)
+    whole = cnn_server.v2_binary({"input": x[:n]}).get_output_by_name("probabilities").as_numpy()
+    np.testing.assert_allclose(np.stack(probabilities), whole, atol=1e-5)
+    batches, items = after[0] - before[0], after[1] - before[1]
+    assert items == 5 * n
+    assert items / batches >= 2, f"gRPC calls ran {items / batches:.2f} to a forward pass: not batched"
 
 
 def batch_stats(server: Server) -> tuple[float, float]:
