@@ -25,7 +25,7 @@ def in_layout(value: Any, memory_format: str) -> Any:
 
     layout = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
     if isinstance(value, torch.nn.Module):
-        return value.to(memory_format=layout)
+        return value.to(memory_format=layout)  # type: ignore[call-overload]  # documented; not in the stubs
     return value.contiguous(memory_format=layout)
 
 
