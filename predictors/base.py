@@ -15,7 +15,6 @@ import asyncio
 import contextvars
 import functools
 import logging
-import os
 import time
 from abc import abstractmethod
 from collections.abc import Hashable, Sequence
@@ -30,6 +29,7 @@ from kserve import Model
 from predictors import metrics
 from predictors.batching import AdaptiveBatcher, Ticket
 from predictors.config import ModelConfig, TensorSpec
+from predictors.cpus import default_threads
 from predictors.errors import ConfigError, InvalidRequest, NotReady, UnsupportedMediaType
 from predictors.settings import Device, DType, Settings
 from predictors.tensors import Limits
@@ -188,8 +188,12 @@ class MaasModel(Model, Generic[P]):
         self.dtype = dtypes.get(self.settings.dtype, torch.float32)
         if self.dtype != torch.float32 and not use_cuda:
             raise ConfigError(f"--dtype {self.settings.dtype.value} needs CUDA; this model runs on the CPU")
-        threads = self.settings.torch_threads or os.cpu_count() or 1
-        torch.set_num_threads(threads)
+        torch.set_num_threads(self.threads)
+
+    @property
+    def threads(self) -> int:
+        """Intra-op threads: as set, else the cores this process may use (affinity, cgroup quota)."""
+        return self.settings.torch_threads or default_threads()
 
     def _warmup(self) -> None:
         parts = self.warmup_parts()

@@ -110,6 +110,8 @@ class TransformerOptions(BaseModel):
     max_length: int | None = Field(None, ge=2)  # tokens per text; default: the tokenizer's or model's limit
     pooling: Literal["mean", "cls"] = "mean"  # embedding: over the attention mask, or the first token
     normalize: bool = True  # embedding: L2-normalise each vector
+    # encoder tasks may run on ONNX Runtime: exported at load (cached), checked against torch
+    runtime: Literal["torch", "onnxruntime"] = "torch"
     generation: GenerationOptions = Field(default_factory=GenerationOptions)
 
 

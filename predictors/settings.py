@@ -52,7 +52,9 @@ class Settings(BaseModel):
     )
     device: Device = Field(Device.AUTO, description="Where the model runs: auto picks cuda when available.")
     dtype: DType = Field(DType.AUTO, description="Weights and compute dtype; float16/bfloat16 need CUDA.")
-    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads; default: all cores.")
+    torch_threads: int | None = Field(
+        None, ge=1, description="torch intra-op threads; default: the usable cores (affinity and cgroup CPU quota)."
+    )
     warmup: bool = Field(True, description="Run warm-up forward passes before reporting ready.")
     max_request_mb: float = Field(64.0, gt=0, description="Largest request body accepted, in MiB (413 above).")
     max_tensor_elements: int = Field(

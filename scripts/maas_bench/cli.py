@@ -206,13 +206,23 @@ def serve_and_load(
     tmp: Path,
     results: list[Result],
     transports: tuple[str, ...] = TRANSPORTS,
+    max_batch_size: int = 64,
 ) -> None:
+    """Serve ``model_dir`` as contender ``kind`` and load it; maas and noop take ``max_batch_size``
+    (the benchmark passes the raw contender's best batch size: the one knob a user would set)."""
+    name = workloads[0].model_name
     served = (
         start(
-            kind, model_dir, workloads[0].model_name, core=plan.server_core, log_config=log_config, device=plan.device
+            kind,
+            model_dir,
+            name,
+            core=plan.server_core,
+            log_config=log_config,
+            device=plan.device,
+            max_batch_size=max_batch_size,
         )
         if kind != "naive"
-        else start(kind, model_dir, workloads[0].model_name, core=plan.server_core, log_config=log_config)
+        else start(kind, model_dir, name, core=plan.server_core, log_config=log_config)
     )
     try:
         for workload in workloads:
@@ -314,14 +324,16 @@ def main() -> None:
             ("noop", noop_dir(workload, tmp)),
             ("naive", workload.model_dir),
         ):
-            serve_and_load(kind, model_dir, [workload], plan, log_config, tmp, results)
+            best = int(raws[workload.key]["best_batch"])
+            serve_and_load(kind, model_dir, [workload], plan, log_config, tmp, results, max_batch_size=best)
 
     extras: list[Result] = []
     if not args.only or "digits-cnn" in args.only:
         print("== digits-cnn, 64 images per request", flush=True)
         x = np.load(args.models / "digits-cnn" / "heldout.npz")["x"]
         big = Workload("digits-cnn-x64", cnn.model_dir, cnn.model_name, "input", x[:64], "image")
-        serve_and_load("maas", cnn.model_dir, [big], plan, log_config, tmp, extras)
+        best = int(raws["digits-cnn"]["best_batch"]) if "digits-cnn" in raws else 64
+        serve_and_load("maas", cnn.model_dir, [big], plan, log_config, tmp, extras, max_batch_size=max(64, best))
         print("== transport: one FP32 1x3x224x224 tensor (noop model)", flush=True)
         tensor = np.random.default_rng(0).random((1, 3, 224, 224), dtype=np.float32)
         t224 = Workload("tensor-224", tensor224_dir(tmp), "noop-224", "input", tensor, "image")

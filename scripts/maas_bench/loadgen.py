@@ -1,9 +1,10 @@
 """The load generator: a separate process that sends one prepared request over and over.
 
 Closed loop: ``concurrency`` workers each send a request, wait for its answer, and send the
-next, for ``duration`` seconds after a short warm-up. HTTP uses a minimal keep-alive HTTP/1.1
-client on asyncio streams (one connection per worker; far cheaper than a general client, so the
-generator is not the bottleneck); gRPC uses ``grpc.aio`` on one channel. Prints one JSON line:
+next, for ``duration`` seconds after a short warm-up; the answers that arrive in that window
+count. HTTP uses a minimal keep-alive HTTP/1.1 client on asyncio streams (one connection per
+worker; far cheaper than a general client, so the generator is not the bottleneck); gRPC uses
+``grpc.aio`` on one channel. Prints one JSON line:
 requests, errors, items per second and latency percentiles.
 
     python -m maas_bench.loadgen --url http://127.0.0.1:8080/v2/models/m/infer --body req.bin \\
@@ -104,11 +105,14 @@ async def run_grpc(args: argparse.Namespace, body: bytes) -> Tally:
 
 
 async def _run(args: argparse.Namespace, tally: Tally, senders: list) -> None:  # type: ignore[type-arg]
-    measuring = False
-    deadline = time.perf_counter() + args.warmup + args.duration
+    """Workers send back to back until the window ends. Only answers that arrive inside the window
+    [warm-up end, warm-up end + duration] count, so requests still in flight at either edge (as
+    many as the concurrency, each as long as the latency) inflate no contender's rate."""
+    opens = time.perf_counter() + args.warmup
+    closes = opens + args.duration
 
     async def worker(send) -> None:  # type: ignore[no-untyped-def]
-        while time.perf_counter() < deadline:
+        while time.perf_counter() < closes:
             started = time.perf_counter()
             try:
                 status = await send()
@@ -116,18 +120,19 @@ async def _run(args: argparse.Namespace, tally: Tally, senders: list) -> None:  
             except Exception as exc:
                 ok, status = False, 0
                 tally.first_error = tally.first_error or repr(exc)
-            elapsed = time.perf_counter() - started
-            if measuring:
+            finished = time.perf_counter()
+            if opens <= finished <= closes:
                 if ok:
-                    tally.latencies.append(elapsed)
+                    tally.latencies.append(finished - started)
                 else:
                     tally.errors += 1
                     tally.first_error = tally.first_error or f"HTTP {status}"
 
     tasks = [asyncio.ensure_future(worker(s)) for s in senders]
-    await asyncio.sleep(args.warmup)
-    measuring = True
-    await asyncio.gather(*tasks)
+    await asyncio.sleep(max(0.0, closes - time.perf_counter()))
+    for task in tasks:  # answers after the window do not count: do not wait for them
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def main() -> None:

@@ -57,11 +57,18 @@ def forward_fn(model_dir: Path, batch: int):  # type: ignore[no-untyped-def]
 
 
 def embed_fn(model_dir: Path, batch: int):  # type: ignore[no-untyped-def]
-    """Tokenise ``batch`` texts, one forward, mean-pool and normalise: sentence embeddings."""
+    """Tokenise ``batch`` texts, one forward, mean-pool and normalise: sentence embeddings, on the
+    runtime the model config names (torch, or the same checked ONNX Runtime session maas serves)."""
     from transformers import AutoModel, AutoTokenizer
+
+    from predictors.config import ModelConfig
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     model = AutoModel.from_pretrained(model_dir, local_files_only=True).eval()
+    if ModelConfig.load(model_dir).transformer.runtime == "onnxruntime":
+        from predictors.families.transformer.onnx import onnx_encoder
+
+        model = onnx_encoder(model, tokenizer, "last_hidden_state", model_dir, torch.get_num_threads())
     texts = [TEXT] * batch
 
     def run() -> None:

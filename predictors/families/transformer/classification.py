@@ -15,6 +15,8 @@ from predictors.families.transformer.text import TextBatch, TransformerModel
 class LabelledModel(TransformerModel):
     """Takes its labels from the model's ``id2label`` unless the model config lists them."""
 
+    onnx_output = "logits"
+
     def setup(self) -> None:
         names = self.model.config.id2label
         count = self.model.config.num_labels

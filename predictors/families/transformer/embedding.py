@@ -15,6 +15,7 @@ class EmbeddingModel(TransformerModel):
     L2-normalised: ``embedding`` FP32 ``[-1, D]``."""
 
     auto_class = "AutoModel"
+    onnx_output = "last_hidden_state"
 
     def output_specs(self) -> list[TensorSpec]:
         return [TensorSpec(name="embedding", datatype="FP32", shape=[-1, self.model.config.hidden_size])]

@@ -52,6 +52,7 @@ class TransformerModel(MaasModel[TextPart]):
     padding_side: ClassVar[str] = "right"
     truncation_side: ClassVar[str] = "right"
     tokenizer_options: ClassVar[dict[str, Any]] = {}
+    onnx_output: ClassVar[str | None] = None  # the output an ONNX export returns; None: torch only
 
     tokenizer: Any
     model: Any
@@ -97,6 +98,20 @@ class TransformerModel(MaasModel[TextPart]):
             self.max_length,
             time.perf_counter() - started,
         )
+        if self.config.transformer.runtime == "onnxruntime":
+            self.model = self.onnx_model()
+
+    def onnx_model(self) -> Any:
+        """The loaded model as a checked ONNX Runtime session (see ``onnx.py``)."""
+        if self.onnx_output is None:
+            raise ConfigError(
+                f"transformer.runtime onnxruntime serves the encoder tasks; {self.config.task} runs on torch"
+            )
+        if self.device.type != "cpu":
+            raise ConfigError("transformer.runtime onnxruntime runs on the CPU: pass --device cpu or use runtime torch")
+        from predictors.families.transformer.onnx import onnx_encoder
+
+        return onnx_encoder(self.model, self.tokenizer, self.onnx_output, self.hf_dir, self.threads)
 
     def setup(self) -> None:
         """Task-specific checks and state once the tokenizer and model are loaded."""
