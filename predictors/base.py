@@ -29,7 +29,7 @@ from kserve import Model
 from predictors import metrics
 from predictors.batching import AdaptiveBatcher, Ticket
 from predictors.config import ModelConfig, TensorSpec
-from predictors.cpus import default_threads
+from predictors.cpus import available_cores, default_threads
 from predictors.errors import ConfigError, InvalidRequest, NotReady, UnsupportedMediaType
 from predictors.settings import Device, DType, Settings
 from predictors.tensors import Limits
@@ -40,6 +40,11 @@ logger = logging.getLogger("maas")
 P = TypeVar("P")  # a family's prepared part of one request
 Outputs = dict[str, np.ndarray]
 
+# forwards shorter than this run on the event loop: a thread hand-off costs more than they do
+INLINE_FORWARD_S = 0.0005
+# on one usable core a thread gives no parallelism, only switches and cold caches (MiniLM: 9% faster
+# inline); up to this long, so that health checks still answer in time
+INLINE_FORWARD_ONE_CORE_S = 0.25
 _TICKET: contextvars.ContextVar[Ticket | None] = contextvars.ContextVar("maas_ticket", default=None)
 
 
@@ -165,7 +170,7 @@ class MaasModel(Model, Generic[P]):
                 max_delay=self.settings.max_batch_delay_ms / 1000.0,
                 max_queue_size=self.settings.max_queue_size,
                 max_wait=self.settings.max_queue_wait_ms / 1000.0,
-                inline_below=self.settings.inline_forward_ms / 1000.0,
+                inline_below=self.inline_below(),
                 on_batch=metrics.batch_observer(self.name),
             )
             if self.settings.warmup:
@@ -194,6 +199,12 @@ class MaasModel(Model, Generic[P]):
     def threads(self) -> int:
         """Intra-op threads: as set, else the cores this process may use (affinity, cgroup quota)."""
         return self.settings.torch_threads or default_threads()
+
+    def inline_below(self) -> float:
+        """Seconds of forward below which a batch runs on the event loop (see ``batching``)."""
+        if self.settings.inline_forward_ms is not None:
+            return self.settings.inline_forward_ms / 1000.0
+        return INLINE_FORWARD_S if available_cores() >= 2 else INLINE_FORWARD_ONE_CORE_S
 
     def _warmup(self) -> None:
         parts = self.warmup_parts()

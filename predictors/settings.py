@@ -40,8 +40,11 @@ class Settings(BaseModel):
     max_batch_delay_ms: float = Field(
         5.0, ge=0, le=10_000, description="Longest wait for more requests while others are on their way."
     )
-    inline_forward_ms: float = Field(
-        0.5, ge=0, description="Forward passes measured faster than this run on the event loop, not a thread."
+    inline_forward_ms: float | None = Field(
+        None,
+        ge=0,
+        description="Forward passes measured faster than this run on the event loop, not a thread; default: "
+        "0.5, or 250 where the process has one usable core (a thread buys no parallelism there, only switches).",
     )
     max_queue_size: int = Field(4096, ge=1, description="Most items waiting for the model; more get 429.")
     max_queue_wait_ms: float = Field(

@@ -106,17 +106,39 @@ def chaos_model(models_dir: Path, target: Path, delay: float) -> Path:
 
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+RUNTIMES = ["torch", "onnxruntime"]  # the transformer encoder tasks are served on both
 
 
 def serve(model_dir: Path, name: str, log_dir: Path, *args: str) -> Iterator[Server]:
-    server = start_server(model_dir, name, "--max_batch_size", "64", *args, log_dir=log_dir, env=OFFLINE)
+    env = {**OFFLINE, "MAAS_CACHE_DIR": str(log_dir / "cache")}  # ONNX exports stay inside the test run
+    server = start_server(model_dir, name, "--max_batch_size", "64", *args, log_dir=log_dir, env=env)
     yield server
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def minilm_server(models_dir: Path, log_dir: Path) -> Iterator[Server]:
-    yield from serve(models_dir / "minilm", "minilm", log_dir)
+def with_runtime(model_dir: Path, runtime: str, out: Path) -> Path:
+    """``model_dir`` served on ``runtime``: its files linked, ``transformer.runtime`` set in maas.yaml."""
+    import yaml
+
+    config = yaml.safe_load((model_dir / "maas.yaml").read_text())
+    if config.get("transformer", {}).get("runtime", "torch") == runtime:
+        return model_dir
+    target = out / f"{model_dir.name}-{runtime}"
+    target.mkdir(parents=True)
+    for file in model_dir.iterdir():
+        if file.name != "maas.yaml":
+            (target / file.name).symlink_to(file.resolve())
+    config.setdefault("transformer", {})["runtime"] = runtime
+    (target / "maas.yaml").write_text(yaml.safe_dump(config))
+    return target
+
+
+@pytest.fixture(scope="session", params=RUNTIMES)
+def minilm_server(
+    request: pytest.FixtureRequest, models_dir: Path, log_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    model_dir = with_runtime(models_dir / "minilm", request.param, tmp_path_factory.mktemp("runtime"))
+    yield from serve(model_dir, "minilm", log_dir)
 
 
 @pytest.fixture(scope="session")
@@ -142,11 +164,17 @@ def tiny_bert_dirs(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     return build(models_dir / "minilm", tmp_path_factory.mktemp("bert"))
 
 
-@pytest.fixture(scope="session")
-def seqcls_server(tiny_bert_dirs: dict[str, Path], log_dir: Path) -> Iterator[Server]:
-    yield from serve(tiny_bert_dirs["sequence"], "sentiment", log_dir)
+@pytest.fixture(scope="session", params=RUNTIMES)
+def seqcls_server(
+    request: pytest.FixtureRequest, tiny_bert_dirs: dict[str, Path], log_dir: Path, tmp_path_factory
+) -> Iterator[Server]:
+    model_dir = with_runtime(tiny_bert_dirs["sequence"], request.param, tmp_path_factory.mktemp("runtime"))
+    yield from serve(model_dir, "sentiment", log_dir)
 
 
-@pytest.fixture(scope="session")
-def tokcls_server(tiny_bert_dirs: dict[str, Path], log_dir: Path) -> Iterator[Server]:
-    yield from serve(tiny_bert_dirs["token"], "entities", log_dir)
+@pytest.fixture(scope="session", params=RUNTIMES)
+def tokcls_server(
+    request: pytest.FixtureRequest, tiny_bert_dirs: dict[str, Path], log_dir: Path, tmp_path_factory
+) -> Iterator[Server]:
+    model_dir = with_runtime(tiny_bert_dirs["token"], request.param, tmp_path_factory.mktemp("runtime"))
+    yield from serve(model_dir, "entities", log_dir)

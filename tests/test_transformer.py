@@ -332,13 +332,28 @@ def set_fields(name: str, **values):  # type: ignore[no-untyped-def]
         ("sequence", lambda d: (d / "model.safetensors").unlink(), 1, "cannot load a sequence-classification model"),
         ("digits-gan", set_fields("maas.yaml", generative=None), 1, "needs a 'generative' section"),
         (
+            "tiny-gpt",
+            set_fields("maas.yaml", transformer={"runtime": "onnxruntime"}),
+            1,
+            "transformer.runtime onnxruntime serves the encoder tasks; text-generation runs on torch",
+        ),
+        ("sequence", set_fields("maas.yaml", transformer={"runtime": "tensorrt"}), 2, "transformer.runtime"),
+        (
             "digits-gan",
             set_fields("maas.yaml", generative={"kind": "gan", "latent_dim": 16, "image_shape": [1, 7, 8]}),
             1,
             "the module makes images of shape [1, 8, 8]; the config says [1, 7, 8]",
         ),
     ],
-    ids=["unknown-task", "unknown-architecture", "no-weights", "no-generative-section", "image-shape-mismatch"],
+    ids=[
+        "unknown-task",
+        "unknown-architecture",
+        "no-weights",
+        "no-generative-section",
+        "image-shape-mismatch",
+        "generation-on-onnxruntime",
+        "unknown-runtime",
+    ],
 )
 def test_broken_family_directories_fail_at_start(
     tiny_bert_dirs, models_dir: Path, tmp_path: Path, source: str, edit, code: int, says: str
@@ -349,3 +364,36 @@ def test_broken_family_directories_fail_at_start(
     result = run_cli("--model_dir", str(edited_copy(original, tmp_path / "broken", edit)))
     assert result.returncode == code, result.stderr[-3000:]
     assert says in result.stderr, result.stderr[-3000:]
+
+
+# ---- ONNX Runtime -----------------------------------------------------------------------------
+def test_an_onnx_export_that_differs_from_torch_fails_the_load(
+    tiny_bert_dirs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session must reproduce torch before it serves: a wrong graph in the cache (here: the
+    export of the same architecture with other weights) is caught, named, and never served."""
+    import torch
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    from predictors.errors import ConfigError
+    from predictors.families.transformer import onnx
+
+    monkeypatch.setenv("MAAS_CACHE_DIR", str(tmp_path / "cache"))
+    torch.set_num_threads(1)
+    source = tiny_bert_dirs["sequence"]
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    original = BertForSequenceClassification.from_pretrained(source).eval()
+    exported = onnx.onnx_encoder(original, tokenizer, "logits", source, threads=1).path
+    assert exported.is_file() and exported.parent == onnx.cache_dir()
+
+    changed = shutil.copytree(source, tmp_path / "changed")
+    model = BertForSequenceClassification.from_pretrained(changed).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    model.save_pretrained(changed)
+    names = [n for n in tokenizer.model_input_names if n in tokenizer("probe")]
+    stale = onnx.cache_dir() / f"{onnx._key(changed, names, 'logits')}.onnx"
+    shutil.copy2(exported, stale)  # the changed model's cache entry holds the original's graph
+    with pytest.raises(ConfigError, match=r"differs from torch by .* serve it with transformer.runtime torch"):
+        onnx.onnx_encoder(model, tokenizer, "logits", changed, threads=1)

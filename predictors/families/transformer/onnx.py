@@ -40,10 +40,11 @@ PROBE_TEXTS = [
 
 class OnnxEncoder:
     """Called like the ``transformers`` model it stands for: ``encoder(**tensors).<output>`` is a
-    torch tensor over ONNX Runtime's result. ``config`` is the model's own."""
+    torch tensor over ONNX Runtime's result. ``config`` is the model's own; ``path`` the ONNX file."""
 
-    def __init__(self, session: Any, output: str, config: Any) -> None:
+    def __init__(self, session: Any, output: str, config: Any, path: Path) -> None:
         self.session = session
+        self.path = path
         self.output = output
         self.config = config
         self.input_names = [i.name for i in session.get_inputs()]
@@ -64,7 +65,7 @@ def onnx_encoder(model: Any, tokenizer: Any, output: str, hf_dir: Path, threads:
         raise ConfigError("transformer.runtime onnxruntime needs onnxruntime: pip install 'maas[onnx]'") from None
     names = [n for n in tokenizer.model_input_names if n in tokenizer("probe")]
     path = _cached_export(model, tokenizer, names, output, hf_dir)
-    encoder = OnnxEncoder(_session(path, threads), output, model.config)
+    encoder = OnnxEncoder(_session(path, threads), output, model.config, path)
     difference = _difference(model, encoder, tokenizer)
     if difference > TOLERANCE:
         raise ConfigError(
@@ -84,12 +85,18 @@ def _cached_export(model: Any, tokenizer: Any, names: list[str], output: str, hf
     if path.is_file():
         logger.info("using the cached ONNX export %s", path)
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     partial = path.with_suffix(f".{os.getpid()}.partial")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         _export(model, tokenizer, names, output, partial)
         partial.replace(path)  # atomic: a concurrent loader sees the whole file or none
+    except OSError as exc:
+        raise ConfigError(f"cannot write the ONNX export to {path.parent} ({exc}): set MAAS_CACHE_DIR") from exc
+    except Exception as exc:  # the exporter's own errors: an operator it cannot express, ...
+        raise ConfigError(
+            f"cannot export {hf_dir} to ONNX ({type(exc).__name__}: {exc}): serve it with transformer.runtime torch"
+        ) from exc
     finally:
         partial.unlink(missing_ok=True)
     logger.info("exported %s to ONNX in %.1fs: %s", hf_dir, time.perf_counter() - started, path)
