@@ -24,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     Settings.add_arguments(parser)
+    # kserve's per-request timing log lines are off unless asked for: /metrics has the latencies
+    parser.set_defaults(enable_latency_logging=False)
     return parser
 
 

@@ -242,10 +242,21 @@ def install(app: FastAPI, dataplane: DataPlane, max_body_bytes: int) -> None:
 class MaasRESTServer(RESTServer):
     """kserve's REST server, bound to ``host``, with maas's routes installed first."""
 
-    def __init__(self, *args: Any, host: str, max_body_bytes: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, host: str, max_body_bytes: int, latency_logging: bool, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.config.host = host
         self.max_body_bytes = max_body_bytes
+        self.latency_logging = latency_logging
+
+    def _add_middlewares(self, app: FastAPI) -> None:
+        """kserve's middlewares, with its per-request timing log only when ``--enable_latency_logging``
+        asks for it: it matches the path against every route and formats two log lines per request,
+        whether the log is kept or not (maas's own latency histograms are on /metrics either way)."""
+        super()._add_middlewares(app)
+        if not self.latency_logging:
+            from timing_asgi import TimingMiddleware
+
+            app.user_middleware = [m for m in app.user_middleware if m.cls is not TimingMiddleware]
 
     def create_application(self) -> None:
         from kserve.model_server import app
@@ -296,6 +307,7 @@ class MaasModelServer(ModelServer):
             self.http_port,
             host=self.host,
             max_body_bytes=self.max_body_bytes,
+            latency_logging=self.enable_latency_logging,
             access_log_format=self.access_log_format,
             workers=1,
             grace_period=self.grace_period,

@@ -134,11 +134,8 @@ def with_runtime(model_dir: Path, runtime: str, out: Path) -> Path:
 
 
 @pytest.fixture(scope="session", params=RUNTIMES)
-def minilm_server(
-    request: pytest.FixtureRequest, models_dir: Path, log_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
-    model_dir = with_runtime(models_dir / "minilm", request.param, tmp_path_factory.mktemp("runtime"))
-    yield from serve(model_dir, "minilm", log_dir)
+def minilm_server(request: pytest.FixtureRequest, models_dir: Path) -> Iterator[Server]:
+    yield from serve_on_runtime(request, models_dir / "minilm", "minilm")
 
 
 @pytest.fixture(scope="session")
@@ -164,17 +161,17 @@ def tiny_bert_dirs(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     return build(models_dir / "minilm", tmp_path_factory.mktemp("bert"))
 
 
-@pytest.fixture(scope="session", params=RUNTIMES)
-def seqcls_server(
-    request: pytest.FixtureRequest, tiny_bert_dirs: dict[str, Path], log_dir: Path, tmp_path_factory
-) -> Iterator[Server]:
-    model_dir = with_runtime(tiny_bert_dirs["sequence"], request.param, tmp_path_factory.mktemp("runtime"))
-    yield from serve(model_dir, "sentiment", log_dir)
+def serve_on_runtime(request: pytest.FixtureRequest, model_dir: Path, name: str) -> Iterator[Server]:
+    """``model_dir`` served on the runtime the fixture is parametrized with."""
+    out = request.getfixturevalue("tmp_path_factory").mktemp("runtime")
+    yield from serve(with_runtime(model_dir, request.param, out), name, request.getfixturevalue("log_dir"))
 
 
 @pytest.fixture(scope="session", params=RUNTIMES)
-def tokcls_server(
-    request: pytest.FixtureRequest, tiny_bert_dirs: dict[str, Path], log_dir: Path, tmp_path_factory
-) -> Iterator[Server]:
-    model_dir = with_runtime(tiny_bert_dirs["token"], request.param, tmp_path_factory.mktemp("runtime"))
-    yield from serve(model_dir, "entities", log_dir)
+def seqcls_server(request: pytest.FixtureRequest, tiny_bert_dirs: dict[str, Path]) -> Iterator[Server]:
+    yield from serve_on_runtime(request, tiny_bert_dirs["sequence"], "sentiment")
+
+
+@pytest.fixture(scope="session", params=RUNTIMES)
+def tokcls_server(request: pytest.FixtureRequest, tiny_bert_dirs: dict[str, Path]) -> Iterator[Server]:
+    yield from serve_on_runtime(request, tiny_bert_dirs["token"], "entities")
