@@ -5,7 +5,9 @@ Contenders per workload: raw (the model in-process at its best batch size: the l
 transport's limit) and naive (a plain ``kserve.Model``, one forward per request). Transports:
 V2 REST JSON, V2 REST binary, V2 gRPC. Closed-loop load from a separate process. Placement:
 servers and raw on core 0, the load generator on core 1 (when there are two or more cores), the
-same for every contender; torch uses one thread in every contender.
+same for every contender; torch (and ONNX Runtime) use one thread in every contender. maas and noop
+get the raw contender's best batch size as --max_batch_size; raw runs the model on the runtime its
+config names (MiniLM: ONNX Runtime), as maas does; naive runs torch, as KServe's docs do.
 """
 
 from __future__ import annotations
@@ -260,7 +262,8 @@ def machine(plan: Plan) -> dict:  # type: ignore[type-arg]
         ),
         platform.processor(),
     )
-    versions = {name: metadata.version(name) for name in ("torch", "kserve", "numpy", "grpcio", "uvicorn", "fastapi")}
+    names = ("torch", "onnxruntime", "kserve", "numpy", "grpcio", "uvicorn", "fastapi")
+    versions = {name: metadata.version(name) for name in names}
     return {
         "cores": os.cpu_count(),
         "cpu": cpu,
@@ -268,7 +271,8 @@ def machine(plan: Plan) -> dict:  # type: ignore[type-arg]
         "versions": versions,
         "placement": {"server_and_raw_core": plan.server_core, "load_generator_core": plan.client_core},
         "loop": "closed (each worker sends its next request when the answer arrives)",
-        "torch_threads": 1,
+        "torch_threads": 1,  # and ONNX Runtime's intra-op threads, where a model config names it
+        "max_batch_size": "maas and noop: the raw contender's best batch size for the workload",
         "device": plan.device,
     }
 
