@@ -1,0 +1,85 @@
+"""The benchmark's load generator counts what it should: the answers that arrive inside its window.
+
+A server that answers every request after exactly ``DELAY`` seconds serves ``concurrency / DELAY``
+requests per second under a closed loop; the generator must say so however the window's edges
+fall (it once also counted the answers that arrived after the window, overstating slow servers).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DELAY = 0.25
+
+
+class SlowHandler(BaseHTTPRequestHandler):
+    """Answers each POST after ``DELAY`` seconds, on a keep-alive HTTP/1.1 connection."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["content-length"]))
+        time.sleep(DELAY)
+        self.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")  # one write: no Nagle wait
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class SlowServer(ThreadingHTTPServer):
+    request_queue_size = 64  # the default backlog of 5 drops connection attempts, which retry after 1 s
+
+
+@pytest.fixture
+def slow_server() -> Iterator[int]:
+    server = SlowServer(("127.0.0.1", 0), SlowHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_only_answers_inside_the_window_count(slow_server: int, tmp_path: Path) -> None:
+    body = tmp_path / "body.json"
+    body.write_text("{}")
+    concurrency, duration = 8, 1.2
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "maas_bench.loadgen",
+            "--url",
+            f"http://127.0.0.1:{slow_server}/infer",
+            "--body",
+            str(body),
+            "--concurrency",
+            str(concurrency),
+            "--duration",
+            str(duration),
+            "--warmup",
+            "0.1",
+        ],
+        cwd=ROOT / "scripts",
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    stats = json.loads(out.stdout.strip().splitlines()[-1])
+    assert stats["errors"] == 0
+    assert abs(stats["p50_ms"] - 1000 * DELAY) < 50, stats
+    # Little's law: a closed loop of 8 workers at this latency serves 8 / latency requests per second;
+    # counting the answers that arrive after the window too read 25% more here (40 for 32)
+    expected = concurrency / (stats["p50_ms"] / 1000)
+    assert abs(stats["requests_per_s"] - expected) <= 0.12 * expected, json.dumps(stats)
