@@ -5,7 +5,7 @@ At load, the torch model is exported to ONNX, or taken from the cache (``$MAAS_C
 temporary directory; the key covers the weights, the config, the output and the versions). Before
 it serves, the ONNX Runtime session must reproduce torch on padded batches of texts of several
 lengths; otherwise the model fails to load with the difference it found. ONNX Runtime's CPU
-kernels run small batches much faster than torch (MiniLM on one core: ~2.3x for one text).
+kernels run small batches much faster than torch (MiniLM on one core: one text served in 6.3 ms, not 10.7).
 """
 
 from __future__ import annotations
@@ -63,8 +63,7 @@ def onnx_encoder(model: Any, tokenizer: Any, output: str, hf_dir: Path, threads:
         import onnxruntime  # noqa: F401
     except ImportError:
         raise ConfigError("transformer.runtime onnxruntime needs onnxruntime: pip install 'maas[onnx]'") from None
-    names = [n for n in tokenizer.model_input_names if n in tokenizer("probe")]
-    path = _cached_export(model, tokenizer, names, output, hf_dir)
+    path = _cached_export(model, tokenizer, output, hf_dir)
     encoder = OnnxEncoder(_session(path, threads), output, model.config, path)
     difference = _difference(model, encoder, tokenizer)
     if difference > TOLERANCE:
@@ -80,8 +79,19 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MAAS_CACHE_DIR") or Path(tempfile.gettempdir()) / "maas-cache") / "onnx"
 
 
-def _cached_export(model: Any, tokenizer: Any, names: list[str], output: str, hf_dir: Path) -> Path:
-    path = cache_dir() / f"{_key(hf_dir, names, output)}.onnx"
+def cache_path(hf_dir: Path, tokenizer: Any, output: str) -> Path:
+    """Where the export of ``hf_dir`` producing ``output`` is cached."""
+    return cache_dir() / f"{_key(hf_dir, input_names(tokenizer), output)}.onnx"
+
+
+def input_names(tokenizer: Any) -> list[str]:
+    """The model inputs the tokenizer produces, in the model's order."""
+    produced = tokenizer("probe")
+    return [n for n in tokenizer.model_input_names if n in produced]
+
+
+def _cached_export(model: Any, tokenizer: Any, output: str, hf_dir: Path) -> Path:
+    path = cache_path(hf_dir, tokenizer, output)
     if path.is_file():
         logger.info("using the cached ONNX export %s", path)
         return path
@@ -89,7 +99,7 @@ def _cached_export(model: Any, tokenizer: Any, names: list[str], output: str, hf
     partial = path.with_suffix(f".{os.getpid()}.partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _export(model, tokenizer, names, output, partial)
+        _export(model, tokenizer, output, partial)
         partial.replace(path)  # atomic: a concurrent loader sees the whole file or none
     except OSError as exc:
         raise ConfigError(f"cannot write the ONNX export to {path.parent} ({exc}): set MAAS_CACHE_DIR") from exc
@@ -120,8 +130,10 @@ def _key(hf_dir: Path, names: list[str], output: str) -> str:
     return digest.hexdigest()[:32]
 
 
-def _export(model: Any, tokenizer: Any, names: list[str], output: str, path: Path) -> None:
+def _export(model: Any, tokenizer: Any, output: str, path: Path) -> None:
     import torch
+
+    names = input_names(tokenizer)
 
     class Named(torch.nn.Module):
         """Positional inputs in, the one output the task reads out."""
