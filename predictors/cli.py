@@ -61,6 +61,7 @@ def _share_kserve_logging() -> None:
 
 
 def _create(ns: argparse.Namespace):
+    from predictors.allocator import keep_freed_memory
     from predictors.config import ModelConfig
     from predictors.families import model_class
     from predictors.server import MaasModelServer
@@ -68,6 +69,8 @@ def _create(ns: argparse.Namespace):
     from predictors.storage import resolve_model_dir
 
     settings = Settings.from_namespace(ns)
+    if keep_freed_memory(settings.allocator_cache_mb):
+        logger.info("malloc keeps up to %d MiB of freed memory for reuse", settings.allocator_cache_mb)
     model_dir = resolve_model_dir(settings.model_dir)
     config = ModelConfig.load(model_dir)
     cls = model_class(settings.family or config.family).resolve(config, model_dir)

@@ -58,6 +58,12 @@ class Settings(BaseModel):
     torch_threads: int | None = Field(
         None, ge=1, description="torch intra-op threads; default: the usable cores (affinity and cgroup CPU quota)."
     )
+    allocator_cache_mb: int = Field(
+        256,
+        ge=0,
+        description="Freed CPU memory (glibc malloc) kept for the next forward passes instead of being handed "
+        "back to the OS and faulted in again; blocks up to 32 MiB are reused. 0: glibc's defaults.",
+    )
     warmup: bool = Field(True, description="Run warm-up forward passes before reporting ready.")
     max_request_mb: float = Field(64.0, gt=0, description="Largest request body accepted, in MiB (413 above).")
     max_tensor_elements: int = Field(
