@@ -218,3 +218,31 @@ def test_help_lists_maas_and_kserve_flags() -> None:
         "--enable_grpc",
     ):
         assert re.search(rf"\s{flag}\b", out), flag
+
+
+def test_v2_inference_names_its_version_in_the_path_or_the_query(cnn_server: Server) -> None:
+    body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1, 8, 8], "data": [0.0] * 64}]}
+    base = f"/v2/models/{cnn_server.name}"
+    answer = cnn_server.client.post(f"{base}/versions/1/infer", json=body)
+    assert answer.status_code == 200 and answer.json()["model_name"] == cnn_server.name
+    for path in (f"{base}/versions/7/infer", f"{base}/infer?model_version=7"):
+        wrong = cnn_server.client.post(path, json=body)
+        assert wrong.status_code == 404, wrong.text
+        assert "no version '7'" in wrong.json()["error"]
+    assert cnn_server.client.get(f"{base}/versions/1").json()["versions"] == ["1"]
+    assert cnn_server.client.get(f"{base}/infer").status_code == 405  # only POST infers
+
+
+def test_a_streamed_body_over_the_limit_is_refused_while_it_arrives(cnn_server: Server) -> None:
+    """No content-length to check up front (chunked): the limit holds as the body is read."""
+
+    def chunks():  # type: ignore[no-untyped-def]
+        for _ in range(9):  # the fixture's limit is 8 MiB
+            yield b"0" * (1 << 20)
+
+    for path in (f"/v2/models/{cnn_server.name}/infer", f"/v1/models/{cnn_server.name}:predict"):
+        answer = cnn_server.client.post(path, content=chunks(), headers={"content-type": "application/json"})
+        assert answer.status_code == 413, answer.text
+        assert "over the limit" in answer.json()["error"]
+    assert cnn_server.client.get("/v2/health/ready").status_code == 200
+    assert cnn_server.v2_tensor("input", np.zeros((1, 1, 8, 8), dtype=np.float32)).status_code == 200
