@@ -147,7 +147,7 @@ class InferenceFront:
         except asyncio.CancelledError:
             if watcher is None or not watcher.done() or watcher.cancelled() or not watcher.result():
                 raise  # cancelled from outside, not by a departed client
-            if task is not None:
+            if task is not None and hasattr(task, "uncancel"):  # 3.11+: this cancel is handled
                 task.uncancel()
             status = CLIENT_CLOSED
         except ClientGone:
