@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from predictors.allocator import keep_freed_memory
 from predictors.errors import ConfigError
 
 logger = logging.getLogger("maas")
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     _share_kserve_logging()
+    if keep_freed_memory(model.settings.allocator_cache_mb):  # before the model's first allocations
+        logger.info("malloc keeps up to %d MiB of freed memory for reuse", model.settings.allocator_cache_mb)
     try:
         server.start([model])
     except ConfigError as exc:
@@ -61,7 +64,6 @@ def _share_kserve_logging() -> None:
 
 
 def _create(ns: argparse.Namespace):
-    from predictors.allocator import keep_freed_memory
     from predictors.config import ModelConfig
     from predictors.families import model_class
     from predictors.server import MaasModelServer
@@ -69,8 +71,6 @@ def _create(ns: argparse.Namespace):
     from predictors.storage import resolve_model_dir
 
     settings = Settings.from_namespace(ns)
-    if keep_freed_memory(settings.allocator_cache_mb):
-        logger.info("malloc keeps up to %d MiB of freed memory for reuse", settings.allocator_cache_mb)
     model_dir = resolve_model_dir(settings.model_dir)
     config = ModelConfig.load(model_dir)
     cls = model_class(settings.family or config.family).resolve(config, model_dir)
