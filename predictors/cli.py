@@ -6,8 +6,8 @@ import argparse
 import logging
 import sys
 
-from predictors.allocator import keep_freed_memory
 from predictors.errors import ConfigError
+from predictors.memory import keep_freed_memory
 
 logger = logging.getLogger("maas")
 

@@ -24,6 +24,7 @@ from starlette.routing import Route
 from predictors.errors import REPOSITORY_REFUSAL, ConfigError, Forbidden, NotReady, PredictorError
 from predictors.front import InferenceFront, error_response, registered_model
 from predictors.grpc_service import MaasGRPCServer
+from predictors.memory import freeze_loaded_heap
 
 logger = logging.getLogger("maas")
 LINGER = 0.25  # seconds a just-accepted connection has to send its request during shutdown
@@ -217,3 +218,5 @@ class MaasModelServer(ModelServer):
         loop = asyncio.get_running_loop()
         for model in models:
             await loop.run_in_executor(None, model.load)
+        frozen = freeze_loaded_heap()
+        logger.info("froze %d loaded objects out of the garbage collector's way", frozen)

@@ -246,3 +246,8 @@ def test_a_streamed_body_over_the_limit_is_refused_while_it_arrives(cnn_server: 
         assert "over the limit" in answer.json()["error"]
     assert cnn_server.client.get("/v2/health/ready").status_code == 200
     assert cnn_server.v2_tensor("input", np.zeros((1, 1, 8, 8), dtype=np.float32)).status_code == 200
+
+
+def test_the_loaded_heap_is_frozen_once_the_model_is_ready(cnn_server: Server) -> None:
+    found = re.search(r"froze (\d+) loaded objects", cnn_server.logs())
+    assert found and int(found.group(1)) > 50_000, cnn_server.logs()[-2000:]

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from predictors.allocator import keep_freed_memory
+from predictors.memory import keep_freed_memory
 from predictors.settings import Settings
 
 
