@@ -101,12 +101,13 @@ def chaos_model(models_dir: Path, target: Path, delay: float) -> Path:
     config["name"] = "chaos"
     config["module"]["class"] = "chaos.py:ChaosNet"
     config["module"]["kwargs"]["delay"] = delay
+    config.setdefault("image", {})["runtime"] = "torch"  # its faults are Python: a traced graph drops them
     (target / "maas.yaml").write_text(yaml.safe_dump(config))
     return target
 
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-RUNTIMES = ["torch", "onnxruntime"]  # the transformer encoder tasks are served on both
+RUNTIMES = ["torch", "onnxruntime"]  # image models and the transformer encoder tasks are served on both
 
 
 def serve(model_dir: Path, name: str, log_dir: Path, *args: str) -> Iterator[Server]:
@@ -117,18 +118,20 @@ def serve(model_dir: Path, name: str, log_dir: Path, *args: str) -> Iterator[Ser
 
 
 def with_runtime(model_dir: Path, runtime: str, out: Path) -> Path:
-    """``model_dir`` served on ``runtime``: its files linked, ``transformer.runtime`` set in maas.yaml."""
+    """``model_dir`` served on ``runtime``: its files linked, ``image.runtime`` or
+    ``transformer.runtime`` set in maas.yaml."""
     import yaml
 
     config = yaml.safe_load((model_dir / "maas.yaml").read_text())
-    if config.get("transformer", {}).get("runtime", "torch") == runtime:
+    section = "image" if config.get("family") == "image" else "transformer"
+    if (config.get(section) or {}).get("runtime", "torch") == runtime:
         return model_dir
     target = out / f"{model_dir.name}-{runtime}"
     target.mkdir(parents=True)
     for file in model_dir.iterdir():
         if file.name != "maas.yaml":
             (target / file.name).symlink_to(file.resolve())
-    config.setdefault("transformer", {})["runtime"] = runtime
+    config.setdefault(section, {})["runtime"] = runtime
     (target / "maas.yaml").write_text(yaml.safe_dump(config))
     return target
 
@@ -165,6 +168,12 @@ def serve_on_runtime(request: pytest.FixtureRequest, model_dir: Path, name: str)
     """``model_dir`` served on the runtime the fixture is parametrized with."""
     out = request.getfixturevalue("tmp_path_factory").mktemp("runtime")
     yield from serve(with_runtime(model_dir, request.param, out), name, request.getfixturevalue("log_dir"))
+
+
+@pytest.fixture(scope="session", params=RUNTIMES)
+def image_server(request: pytest.FixtureRequest, models_dir: Path) -> Iterator[Server]:
+    """The digits CNN on each runtime (``cnn_server`` serves its reference config, for the rest)."""
+    yield from serve_on_runtime(request, models_dir / "digits-cnn", "digits-cnn")
 
 
 @pytest.fixture(scope="session", params=RUNTIMES)

@@ -37,7 +37,15 @@ class ImageModel(ClassifierOutputs, MaasModel[np.ndarray]):
         if spec.datatype != "FP32" or len(spec.shape) != 4 or spec.shape[0] != -1 or -1 in spec.shape[1:]:
             raise ConfigError(f"an image model's input must be FP32 [-1, C, H, W], got {spec.datatype} {spec.shape}")
         check_channels(self.config.image, spec.shape[1])
-        self.module = in_layout(self.build_torch_module(), self.config.image.memory_format)
+        module = self.build_torch_module()
+        if self.config.image.runtime == "onnxruntime":
+            if self.device.type != "cpu":
+                raise ConfigError("image.runtime onnxruntime runs on the CPU: pass --device cpu or use runtime torch")
+            from predictors.families.image_onnx import onnx_classifier
+
+            self.module = onnx_classifier(module, self.image_shape, self.model_dir, self.threads)
+        else:
+            self.module = in_layout(module, self.config.image.memory_format)
 
     @property
     def tensor_spec(self) -> TensorSpec:
@@ -70,6 +78,8 @@ class ImageModel(ClassifierOutputs, MaasModel[np.ndarray]):
 
     def collate(self, parts: Sequence[np.ndarray]) -> Any:
         batch = self.tensor(parts[0] if len(parts) == 1 else np.concatenate(parts))
+        if self.config.image.runtime == "onnxruntime":
+            return batch  # ONNX Runtime takes NCHW as it comes
         return in_layout(batch, self.config.image.memory_format)
 
     def run(self, batch: Any) -> dict[str, np.ndarray]:

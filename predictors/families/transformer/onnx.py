@@ -1,33 +1,23 @@
 """ONNX Runtime for the encoder tasks: the ``transformers`` model exported once, checked, then served.
 
 ``transformer.runtime: onnxruntime`` in maas.yaml (embedding, sequence and token classification).
-At load, the torch model is exported to ONNX, or taken from the cache (``$MAAS_CACHE_DIR``, else the
-temporary directory; the key covers the weights, the config, the output and the versions). Before
-it serves, the ONNX Runtime session must reproduce torch on padded batches of texts of several
-lengths; otherwise the model fails to load with the difference it found. ONNX Runtime's CPU
-kernels run small batches much faster than torch (MiniLM on one core: one text served in 6.3 ms, not 10.7).
+At load, the torch model is exported to ONNX, or taken from the cache (``predictors.onnx_runtime``;
+the key covers the weights, the config, the output and the versions). Before it serves, the ONNX
+Runtime session must reproduce torch on padded batches of texts of several lengths; otherwise the
+model fails to load with the difference it found. ONNX Runtime's CPU kernels run small batches
+much faster than torch (MiniLM on one core: one text served in 6.3 ms, not 10.7).
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
-import os
-import tempfile
-import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
+from predictors import onnx_runtime
+from predictors.onnx_runtime import OPSET, cache_dir
 
-from predictors.errors import ConfigError
-
-logger = logging.getLogger("maas")
-
-EXPORT_VERSION = "1"  # bump when the export changes, so cached files are made anew
-OPSET = 17
-TOLERANCE = 1e-4  # the largest difference from torch allowed, relative to the output's scale
+FALLBACK = "transformer.runtime torch"
 PROBE_TEXTS = [
     "a",
     "Serving models on Kubernetes.",
@@ -59,75 +49,28 @@ class OnnxEncoder:
 
 def onnx_encoder(model: Any, tokenizer: Any, output: str, hf_dir: Path, threads: int) -> OnnxEncoder:
     """The torch ``model`` as an ONNX Runtime session producing ``output``, checked against torch."""
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        raise ConfigError("transformer.runtime onnxruntime needs onnxruntime: pip install 'maas[onnx]'") from None
-    path = _cached_export(model, tokenizer, output, hf_dir)
-    encoder = OnnxEncoder(_session(path, threads), output, model.config, path)
-    difference = _difference(model, encoder, tokenizer)
-    if difference > TOLERANCE:
-        raise ConfigError(
-            f"the ONNX export of {hf_dir} differs from torch by {difference:.3g} (relative; allowed {TOLERANCE}): "
-            "serve it with transformer.runtime torch"
-        )
-    logger.info("ONNX Runtime session from %s matches torch (largest relative difference %.2g)", path, difference)
+    onnx_runtime.require("transformer.runtime")
+    path = onnx_runtime.cached_export(
+        cache_path(hf_dir, tokenizer, output), lambda to: _export(model, tokenizer, output, to), str(hf_dir), FALLBACK
+    )
+    encoder = OnnxEncoder(onnx_runtime.session(path, threads), output, model.config, path)
+    onnx_runtime.check(_difference(model, encoder, tokenizer), path, str(hf_dir), FALLBACK)
     return encoder
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("MAAS_CACHE_DIR") or Path(tempfile.gettempdir()) / "maas-cache") / "onnx"
 
 
 def cache_path(hf_dir: Path, tokenizer: Any, output: str) -> Path:
     """Where the export of ``hf_dir`` producing ``output`` is cached."""
-    return cache_dir() / f"{_key(hf_dir, input_names(tokenizer), output)}.onnx"
+    import transformers
+
+    files = sorted(f for f in hf_dir.iterdir() if f.suffix in {".json", ".safetensors", ".bin"} and f.is_file())
+    key = onnx_runtime.cache_key(["transformers", transformers.__version__, output, *input_names(tokenizer)], files)
+    return cache_dir() / f"{key}.onnx"
 
 
 def input_names(tokenizer: Any) -> list[str]:
     """The model inputs the tokenizer produces, in the model's order."""
     produced = tokenizer("probe")
     return [n for n in tokenizer.model_input_names if n in produced]
-
-
-def _cached_export(model: Any, tokenizer: Any, output: str, hf_dir: Path) -> Path:
-    path = cache_path(hf_dir, tokenizer, output)
-    if path.is_file():
-        logger.info("using the cached ONNX export %s", path)
-        return path
-    started = time.perf_counter()
-    partial = path.with_suffix(f".{os.getpid()}.partial")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _export(model, tokenizer, output, partial)
-        partial.replace(path)  # atomic: a concurrent loader sees the whole file or none
-    except OSError as exc:
-        raise ConfigError(f"cannot write the ONNX export to {path.parent} ({exc}): set MAAS_CACHE_DIR") from exc
-    except Exception as exc:  # the exporter's own errors: an operator it cannot express, ...
-        raise ConfigError(
-            f"cannot export {hf_dir} to ONNX ({type(exc).__name__}: {exc}): serve it with transformer.runtime torch"
-        ) from exc
-    finally:
-        partial.unlink(missing_ok=True)
-    logger.info("exported %s to ONNX in %.1fs: %s", hf_dir, time.perf_counter() - started, path)
-    return path
-
-
-def _key(hf_dir: Path, names: list[str], output: str) -> str:
-    import onnxruntime
-    import torch
-    import transformers
-
-    digest = hashlib.sha256()
-    for part in (EXPORT_VERSION, torch.__version__, transformers.__version__, onnxruntime.__version__, output, *names):
-        digest.update(part.encode() + b"\0")
-    for file in sorted(hf_dir.iterdir()):
-        if file.suffix in {".json", ".safetensors", ".bin"} and file.is_file():
-            digest.update(file.name.encode() + b"\0")
-            with file.open("rb") as handle:
-                for chunk in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(chunk)
-    return digest.hexdigest()[:32]
 
 
 def _export(model: Any, tokenizer: Any, output: str, path: Path) -> None:
@@ -164,16 +107,6 @@ def _export(model: Any, tokenizer: Any, output: str, path: Path) -> None:
     )
 
 
-def _session(path: Path, threads: int) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def _difference(model: Any, encoder: OnnxEncoder, tokenizer: Any) -> float:
     """The largest difference between torch and the session over real tokens, relative to the
     outputs' scale, on batches of 1, 2 and 5 texts of different lengths."""
@@ -185,11 +118,8 @@ def _difference(model: Any, encoder: OnnxEncoder, tokenizer: Any) -> float:
         with torch.inference_mode():
             expected = getattr(model(**tokens), encoder.output).float().numpy()
         got = getattr(encoder(**tokens), encoder.output).numpy()
-        if got.shape != expected.shape:
-            return float("inf")
-        if expected.ndim == 3:  # per token: padding rows are undefined, compare real tokens only
+        if expected.ndim == 3 and got.shape == expected.shape:  # per token: compare real tokens only
             real = tokens["attention_mask"].numpy().astype(bool)
             expected, got = expected[real], got[real]
-        scale = max(1.0, float(np.abs(expected).max()))
-        worst = max(worst, float(np.abs(got - expected).max()) / scale)
+        worst = max(worst, onnx_runtime.relative_difference(expected, got))
     return worst
