@@ -2,7 +2,8 @@
 
     python -m maas_bench.raw --model_dir DIR [--seconds 1] [--batch-sizes 1,8,32,64,128,256]
 
-Prints JSON: items/s per batch size, the best, and the p50 latency of one item (batch 1).
+Prints JSON: items/s per batch size, the best, the batch size a server should take (the largest
+within 3% of the best), and the p50 latency of one item (batch 1).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def measure(fn, seconds: float) -> list[float]:  # type: ignore[no-untyped-def]
     return times
 
 
+SERVING_BATCH_WITHIN = 0.03  # batch sizes this close to the best throughput count as as good
 TEXT = "A quick benchmark sentence about serving models on Kubernetes with KServe."
 
 
@@ -105,9 +107,21 @@ def main() -> None:
         if batch == 1:
             p50_one = float(np.median(times)) * 1000
     best = max(per_batch, key=per_batch.__getitem__)
-    print(
-        json.dumps({"items_per_s": per_batch[best], "best_batch": best, "per_batch": per_batch, "p50_ms_one": p50_one})
-    )
+    summary = {
+        "items_per_s": per_batch[best],
+        "best_batch": best,
+        "serving_batch": serving_batch(per_batch),
+        "per_batch": per_batch,
+        "p50_ms_one": p50_one,
+    }
+    print(json.dumps(summary))
+
+
+def serving_batch(per_batch: dict[int, float], within: float = SERVING_BATCH_WITHIN) -> int:
+    """The largest batch size whose throughput is within ``within`` of the best: what a user sets
+    as ``--max_batch_size`` (a server pays per batch, so where the curve is flat, bigger is better)."""
+    best = max(per_batch.values())
+    return max(size for size, rate in per_batch.items() if rate >= (1 - within) * best)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The benchmark's load generator counts what it should: the answers that arrive inside its window.
+"""The benchmark's own parts. The load generator counts what it should: the answers that arrive
+inside its window. And servers get the batch size a user would read off raw's throughput curve.
 
 A server that answers every request after exactly ``DELAY`` seconds serves ``concurrency / DELAY``
 requests per second under a closed loop; the generator must say so however the window's edges
@@ -83,3 +84,13 @@ def test_only_answers_inside_the_window_count(slow_server: int, tmp_path: Path) 
     # counting the answers that arrive after the window too read 25% more here (40 for 32)
     expected = concurrency / (stats["p50_ms"] / 1000)
     assert abs(stats["requests_per_s"] - expected) <= 0.12 * expected, json.dumps(stats)
+
+
+def test_servers_take_the_largest_batch_that_runs_as_fast_as_the_best() -> None:
+    from maas_bench.raw import serving_batch
+
+    flat = {1: 28_000.0, 8: 50_500.0, 32: 53_000.0, 64: 52_900.0, 128: 52_500.0, 256: 52_800.0}
+    assert serving_batch(flat) == 256  # within 3% of the best: a server amortises more per batch
+    falling = {1: 7_000.0, 32: 33_000.0, 64: 36_000.0, 128: 39_000.0, 256: 41_000.0, 512: 33_000.0}
+    assert serving_batch(falling) == 256
+    assert serving_batch({8: 100.0, 16: 90.0}) == 8
