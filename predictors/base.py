@@ -127,6 +127,11 @@ class MaasModel(Model, Generic[P]):
     def warmup_parts(self) -> list[P]:
         """Representative parts for warm-up passes."""
 
+    def split(self, part: P, rows: int) -> list[P]:
+        """``part`` cut into pieces of at most ``rows`` rows, so that a request larger than
+        ``--max_batch_size`` runs in several forwards; ``[part]`` where a family cannot cut it."""
+        return [part]
+
     def check_parameters(self, parameters: dict[str, Any]) -> None:
         """Validate request parameters before batching (400 on a bad one)."""
 
@@ -218,13 +223,22 @@ class MaasModel(Model, Generic[P]):
         import torch
 
         with torch.inference_mode():
-            outputs = self.run(self.collate([job.part for job in jobs]))
+            outputs = self._forward([job.part for job in jobs])
         results, start = [], 0
         for job in jobs:
             rows = {name: array[start : start + job.items] for name, array in outputs.items()}
             results.append(self.finish(rows, job.parameters))
             start += job.items
         return results
+
+    def _forward(self, parts: list[P]) -> Outputs:
+        """One forward over ``parts``. Batches never exceed ``--max_batch_size`` items, but one
+        request may: its rows then go through in pieces of at most that many."""
+        pieces = self.split(parts[0], self.settings.max_batch_size) if len(parts) == 1 else parts[:0]
+        if len(pieces) <= 1:
+            return self.run(self.collate(parts))
+        outputs = [self.run(self.collate([piece])) for piece in pieces]
+        return {name: np.concatenate([o[name] for o in outputs]) for name in outputs[0]}
 
     def first_input(self, layout: str) -> TensorSpec:
         """The model config's first declared input (the tensor families take)."""

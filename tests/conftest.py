@@ -70,26 +70,28 @@ def lstm_heldout(models_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
 CHAOS_MODULE = '''
 """Test scaffolding: the digits CNN with an injectable delay per forward pass, which raises a
-simulated out-of-memory error for any batch holding a row whose first pixel is 777."""
+simulated out-of-memory error for any batch holding a row whose first pixel is 777, or more
+than ``max_rows`` rows (0: any number)."""
 import time
 
 from predictors.zoo import ConvClassifier
 
 
 class ChaosNet(ConvClassifier):
-    def __init__(self, delay: float = 0.0, **kwargs):
+    def __init__(self, delay: float = 0.0, max_rows: int = 0, **kwargs):
         super().__init__(**kwargs)
         self.delay = delay
+        self.max_rows = max_rows
 
     def forward(self, x):
-        if bool((x[:, 0, 0, 0] == 777).any()):
+        if bool((x[:, 0, 0, 0] == 777).any()) or 0 < self.max_rows < len(x):
             raise MemoryError("CUDA out of memory (simulated)")
         time.sleep(self.delay)
         return super().forward(x)
 '''
 
 
-def chaos_model(models_dir: Path, target: Path, delay: float) -> Path:
+def chaos_model(models_dir: Path, target: Path, delay: float, max_rows: int = 0) -> Path:
     """A copy of the digits CNN served through ``ChaosNet`` (same weights, same answers)."""
     import shutil
 
@@ -101,6 +103,7 @@ def chaos_model(models_dir: Path, target: Path, delay: float) -> Path:
     config["name"] = "chaos"
     config["module"]["class"] = "chaos.py:ChaosNet"
     config["module"]["kwargs"]["delay"] = delay
+    config["module"]["kwargs"]["max_rows"] = max_rows
     config.setdefault("image", {})["runtime"] = "torch"  # its faults are Python: a traced graph drops them
     (target / "maas.yaml").write_text(yaml.safe_dump(config))
     return target

@@ -24,6 +24,30 @@ def chaos_server(models_dir: Path, tmp_path: Path, delay: float, *args: str) -> 
     return start_server(chaos_model(models_dir, tmp_path / "chaos", delay), "chaos", *args, log_dir=tmp_path)
 
 
+def test_a_request_larger_than_max_batch_size_runs_in_forwards_of_at_most_that_size(
+    models_dir: Path, tmp_path: Path, cnn_heldout
+) -> None:
+    """``--max_batch_size`` bounds every forward, a single large request's too: this model runs out
+    of (simulated) memory above 8 rows."""
+    x, _ = cnn_heldout
+    server = start_server(
+        chaos_model(models_dir, tmp_path / "chaos", 0.0, max_rows=8), "chaos", "--max_batch_size", "8", log_dir=tmp_path
+    )
+    try:
+        singles = np.stack(
+            [
+                server.v2_binary({"input": x[i : i + 1]}).get_output_by_name("probabilities").as_numpy()[0]
+                for i in range(20)
+            ]
+        )
+        whole = server.v2_binary({"input": x[:20]}).get_output_by_name("probabilities").as_numpy()
+        over_grpc = server.grpc({"input": x[:20]}).get_output_by_name("probabilities").as_numpy()
+        np.testing.assert_allclose(whole, singles, atol=1e-5)
+        np.testing.assert_allclose(over_grpc, singles, atol=1e-5)
+    finally:
+        server.stop()
+
+
 def test_a_failing_forward_pass_fails_only_its_batch(models_dir: Path, tmp_path: Path, cnn_heldout) -> None:
     x, y = cnn_heldout
     server = chaos_server(models_dir, tmp_path, 0.0)

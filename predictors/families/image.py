@@ -76,6 +76,9 @@ class ImageModel(ClassifierOutputs, MaasModel[np.ndarray]):
         _, c, h, w = self.tensor_spec.shape
         return c, h, w
 
+    def split(self, part: np.ndarray, rows: int) -> list[np.ndarray]:
+        return [part[start : start + rows] for start in range(0, len(part), rows)]
+
     def collate(self, parts: Sequence[np.ndarray]) -> Any:
         batch = self.tensor(parts[0] if len(parts) == 1 else np.concatenate(parts))
         if self.config.image.runtime == "onnxruntime":

@@ -85,6 +85,10 @@ class SequenceModel(ClassifierOutputs, MaasModel[Part]):
             out[i, : len(row)] = row
         return out
 
+    def split(self, part: Part, rows: int) -> list[Part]:
+        padded, lengths = part
+        return [(padded[start : start + rows], lengths[start : start + rows]) for start in range(0, len(padded), rows)]
+
     def collate(self, parts: Sequence[Part]) -> Any:
         import torch
 
