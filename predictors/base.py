@@ -222,8 +222,11 @@ class MaasModel(Model, Generic[P]):
         """Runs on the model thread: one forward pass, rows split back per request."""
         import torch
 
+        limit = self.settings.max_batch_size
+        # batches hold at most max_batch_size items, but one request may hold more: it runs in pieces
+        pieces = self.split(jobs[0].part, limit) if len(jobs) == 1 and jobs[0].items > limit else []
         with torch.inference_mode():
-            outputs = self._forward([job.part for job in jobs])
+            outputs = self._forward(pieces) if len(pieces) > 1 else self.run(self.collate([j.part for j in jobs]))
         results, start = [], 0
         for job in jobs:
             rows = {name: array[start : start + job.items] for name, array in outputs.items()}
@@ -231,12 +234,8 @@ class MaasModel(Model, Generic[P]):
             start += job.items
         return results
 
-    def _forward(self, parts: list[P]) -> Outputs:
-        """One forward over ``parts``. Batches never exceed ``--max_batch_size`` items, but one
-        request may: its rows then go through in pieces of at most that many."""
-        pieces = self.split(parts[0], self.settings.max_batch_size) if len(parts) == 1 else parts[:0]
-        if len(pieces) <= 1:
-            return self.run(self.collate(parts))
+    def _forward(self, pieces: list[P]) -> Outputs:
+        """One request's pieces, a forward each, their rows joined."""
         outputs = [self.run(self.collate([piece])) for piece in pieces]
         return {name: np.concatenate([o[name] for o in outputs]) for name in outputs[0]}
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -43,9 +44,14 @@ print(json.dumps({"kept": kept, "faults_per_forward": (faults() - before) / 100}
 """
 
 
-def forward_faults(cache_mb: int) -> dict[str, float]:
-    out = subprocess.run([sys.executable, "-c", FORWARDS, str(cache_mb)], capture_output=True, text=True, check=True)
+def in_fresh_interpreter(code: str, *args: str) -> dict[str, Any]:
+    """Run ``code`` in its own interpreter; the JSON object it prints last."""
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def forward_faults(cache_mb: int) -> dict[str, Any]:
+    return in_fresh_interpreter(FORWARDS, str(cache_mb))
 
 
 def test_kept_memory_serves_every_forward_without_faulting_it_in() -> None:
@@ -75,16 +81,15 @@ print(json.dumps({"kept": kept, "faults": rounds}))
 """
 
 
-def allocation_rounds(cache_mb: int) -> dict[str, object]:
-    out = subprocess.run([sys.executable, "-c", ROUNDS, str(cache_mb)], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+def allocation_rounds(cache_mb: int) -> dict[str, Any]:
+    return in_fresh_interpreter(ROUNDS, str(cache_mb))
 
 
 def test_freed_memory_stays_for_the_next_round_instead_of_going_back_to_the_os() -> None:
     pages = 100_000_000 // 4096
     default, kept = allocation_rounds(0), allocation_rounds(256)
     assert not default["kept"] and kept["kept"]
-    first, *again = kept["faults"]  # type: ignore[misc]
+    first, *again = kept["faults"]
     assert first > pages // 2 and all(n < 100 for n in again), kept  # faulted in once, then reused
     assert all(n > pages // 2 for n in default["faults"]), default  # glibc trims the heap's top each time
 
@@ -105,7 +110,6 @@ print(json.dumps({"before": before, "frozen": frozen, "after": len(gc.get_object
 
 
 def test_a_frozen_heap_leaves_full_collections_only_what_came_after() -> None:
-    out = subprocess.run([sys.executable, "-c", FREEZE], capture_output=True, text=True, check=True)
-    counts = json.loads(out.stdout.strip().splitlines()[-1])
+    counts = in_fresh_interpreter(FREEZE)
     assert counts["before"] > 50_000 and counts["frozen"] >= counts["before"] // 2, counts
     assert 1000 <= counts["after"] < counts["before"] // 20, counts  # a full collection walks only these

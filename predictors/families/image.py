@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from predictors.base import MaasModel
 from predictors.classifier import ClassifierOutputs
-from predictors.config import TensorSpec
+from predictors.config import ImagePreprocessing, TensorSpec
 from predictors.errors import ConfigError, InvalidRequest
 from predictors.images import check_channels, decode_images, v1_images
 from predictors.inputs import check_tensor, reject_unknown, v2_input
@@ -29,6 +30,18 @@ def in_layout(value: Any, memory_format: str) -> Any:
     return value.contiguous(memory_format=layout)
 
 
+def runnable(
+    module: Any, options: ImagePreprocessing, shape: tuple[int, int, int], model_dir: Path, threads: int
+) -> tuple[Any, str | None]:
+    """The module as the image family runs it (on torch in its memory format, or as a checked ONNX
+    Runtime session), and the memory format its input batches take (None: as they come)."""
+    if options.runtime == "onnxruntime":
+        from predictors.families.image_onnx import onnx_classifier
+
+        return onnx_classifier(module, shape, model_dir, threads), None
+    return in_layout(module, options.memory_format), options.memory_format
+
+
 class ImageModel(ClassifierOutputs, MaasModel[np.ndarray]):
     """Serves any torch image classifier whose forward maps ``[N, C, H, W]`` to logits."""
 
@@ -37,15 +50,11 @@ class ImageModel(ClassifierOutputs, MaasModel[np.ndarray]):
         if spec.datatype != "FP32" or len(spec.shape) != 4 or spec.shape[0] != -1 or -1 in spec.shape[1:]:
             raise ConfigError(f"an image model's input must be FP32 [-1, C, H, W], got {spec.datatype} {spec.shape}")
         check_channels(self.config.image, spec.shape[1])
-        module = self.build_torch_module()
-        if self.config.image.runtime == "onnxruntime":
-            if self.device.type != "cpu":
-                raise ConfigError("image.runtime onnxruntime runs on the CPU: pass --device cpu or use runtime torch")
-            from predictors.families.image_onnx import onnx_classifier
-
-            self.module = onnx_classifier(module, self.image_shape, self.model_dir, self.threads)
-        else:
-            self.module = in_layout(module, self.config.image.memory_format)
+        if self.config.image.runtime == "onnxruntime" and self.device.type != "cpu":
+            raise ConfigError("image.runtime onnxruntime runs on the CPU: pass --device cpu or use runtime torch")
+        self.module, self.layout = runnable(
+            self.build_torch_module(), self.config.image, self.image_shape, self.model_dir, self.threads
+        )
 
     @property
     def tensor_spec(self) -> TensorSpec:
@@ -81,9 +90,7 @@ class ImageModel(ClassifierOutputs, MaasModel[np.ndarray]):
 
     def collate(self, parts: Sequence[np.ndarray]) -> Any:
         batch = self.tensor(parts[0] if len(parts) == 1 else np.concatenate(parts))
-        if self.config.image.runtime == "onnxruntime":
-            return batch  # ONNX Runtime takes NCHW as it comes
-        return in_layout(batch, self.config.image.memory_format)
+        return batch if self.layout is None else in_layout(batch, self.layout)
 
     def run(self, batch: Any) -> dict[str, np.ndarray]:
         return {"probabilities": self.probabilities(self.module(batch))}

@@ -48,14 +48,11 @@ def forward_fn(model_dir: Path, batch: int):  # type: ignore[no-untyped-def]
     model = build_module(config.module, model_dir, torch.device("cpu"), torch.float32)
     shape = [batch if d == -1 and i == 0 else (8 if d == -1 else d) for i, d in enumerate(config.inputs[0].shape)]
     x = torch.from_numpy(np.random.default_rng(0).random(shape, dtype=np.float32))
-    if config.family == "image" and config.image.runtime == "onnxruntime":  # the session maas serves
-        from predictors.families.image_onnx import onnx_classifier
+    if config.family == "image":  # run as the image family runs it: runtime, memory format
+        from predictors.families.image import in_layout, runnable
 
-        model = onnx_classifier(model, tuple(shape[1:]), model_dir, torch.get_num_threads())  # type: ignore[arg-type]
-    elif config.family == "image":  # the layout the image family runs in
-        from predictors.families.image import in_layout
-
-        model, x = in_layout(model, config.image.memory_format), in_layout(x, config.image.memory_format)
+        model, layout = runnable(model, config.image, tuple(shape[1:]), model_dir, torch.get_num_threads())  # type: ignore[arg-type]
+        x = x if layout is None else in_layout(x, layout)
     args = (x, torch.full((batch,), shape[1])) if config.family == "sequence" else (x,)
 
     def run() -> None:
