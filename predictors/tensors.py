@@ -69,12 +69,15 @@ def array_from_list(
     target = NP_DTYPES[datatype]
     if datatype == "BYTES":
         return bytes_array(name, shape, data, limits)
-    if not isinstance(data, list):
+    if isinstance(data, np.ndarray):  # flat numbers of the datatype's kind (``predictors.flat_json``)
+        inferred = data
+    elif not isinstance(data, list):
         raise InvalidRequest(f"input '{name}': data must be a list, got {type(data).__name__}")
-    try:
-        inferred = np.asarray(data)
-    except (ValueError, TypeError) as exc:
-        raise InvalidRequest(f"input '{name}': data is not a rectangular array of numbers ({exc})") from None
+    else:
+        try:
+            inferred = np.asarray(data)
+        except (ValueError, TypeError) as exc:
+            raise InvalidRequest(f"input '{name}': data is not a rectangular array of numbers ({exc})") from None
     if inferred.size and inferred.dtype.kind not in _ACCEPTED_KINDS[target.kind]:
         raise InvalidRequest(
             f"input '{name}': data holds {_kind_name(inferred.dtype)} values, datatype {datatype} needs "

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from predictors import flat_json
 from predictors.errors import InvalidRequest
 from predictors.tensors import (
     NP_DTYPES,
@@ -54,8 +55,13 @@ class V2Request:
 
 
 def decode_json(body: bytes, limits: Limits) -> V2Request:
-    """Decode ``application/json`` V2 request bytes."""
-    header = _parse_header(body)
+    """Decode ``application/json`` V2 request bytes (flat number lists on the fast path)."""
+    header = flat_json.parse(body)
+    return decode_parsed(parse_header(body) if header is None else header, limits)
+
+
+def decode_parsed(header: dict[str, Any], limits: Limits) -> V2Request:
+    """Decode a parsed V2 JSON request (its ``data`` lists, or flat numpy arrays from the fast path)."""
     inputs, datatypes = {}, {}
     for spec in _input_specs(header):
         name, datatype, shape = _describe(spec, limits)
@@ -74,7 +80,7 @@ def decode_binary(body: bytes, header_length: str, limits: Limits) -> V2Request:
         raise InvalidRequest(f"{HEADER_LENGTH} must be an integer, got {header_length!r}") from None
     if not 0 < json_length <= len(body):
         raise InvalidRequest(f"{HEADER_LENGTH} is {json_length} but the body has {len(body)} bytes")
-    header = _parse_header(body[:json_length])
+    header = parse_header(body[:json_length])
     view = memoryview(body)
     offset = json_length
     inputs, datatypes = {}, {}
@@ -209,7 +215,7 @@ def _contents(tensor: Any, datatype: str) -> Any:
     return getattr(tensor.contents, _CONTENT_FIELDS[datatype])
 
 
-def _parse_header(raw: bytes) -> dict[str, Any]:
+def parse_header(raw: bytes) -> dict[str, Any]:
     if not raw:
         raise InvalidRequest("the request body is empty")
     try:
