@@ -39,7 +39,12 @@ class ClassifierOutputs:
 
     @staticmethod
     def probabilities(logits: Any) -> np.ndarray:
-        """Softmax on the model's device, returned as float32 numpy."""
+        """Softmax on the model's device (numpy logits: in numpy), returned as float32 numpy."""
+        if isinstance(logits, np.ndarray):
+            shifted = (logits - logits.max(axis=-1, keepdims=True)).astype(np.float32, copy=False)
+            np.exp(shifted, out=shifted)
+            shifted /= shifted.sum(axis=-1, keepdims=True)
+            return shifted
         import torch
 
         return torch.softmax(logits.float(), dim=-1).cpu().numpy()

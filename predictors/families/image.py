@@ -34,7 +34,8 @@ def runnable(
     module: Any, options: ImagePreprocessing, shape: tuple[int, int, int], model_dir: Path, threads: int
 ) -> tuple[Any, str | None]:
     """The module as the image family runs it (on torch in its memory format, or as a checked ONNX
-    Runtime session), and the memory format its input batches take (None: as they come)."""
+    Runtime session), and the memory format of its torch input batches (None: numpy batches as
+    they come, for ONNX Runtime)."""
     if options.runtime == "onnxruntime":
         from predictors.families.image_onnx import onnx_classifier
 
@@ -89,8 +90,8 @@ class ImageModel(ClassifierOutputs, MaasModel[np.ndarray]):
         return [part[start : start + rows] for start in range(0, len(part), rows)]
 
     def collate(self, parts: Sequence[np.ndarray]) -> Any:
-        batch = self.tensor(parts[0] if len(parts) == 1 else np.concatenate(parts))
-        return batch if self.layout is None else in_layout(batch, self.layout)
+        batch = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return batch if self.layout is None else in_layout(self.tensor(batch), self.layout)
 
     def run(self, batch: Any) -> dict[str, np.ndarray]:
         return {"probabilities": self.probabilities(self.module(batch))}

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from predictors.classifier import ClassifierOutputs
 from predictors.memory import keep_freed_memory
 from predictors.settings import Settings
 
@@ -52,12 +53,12 @@ def forward_fn(model_dir: Path, batch: int):  # type: ignore[no-untyped-def]
         from predictors.families.image import in_layout, runnable
 
         model, layout = runnable(model, config.image, tuple(shape[1:]), model_dir, torch.get_num_threads())  # type: ignore[arg-type]
-        x = x if layout is None else in_layout(x, layout)
+        x = x.numpy() if layout is None else in_layout(x, layout)
     args = (x, torch.full((batch,), shape[1])) if config.family == "sequence" else (x,)
 
     def run() -> None:
         with torch.inference_mode():
-            torch.softmax(model(*args), dim=1).numpy()
+            ClassifierOutputs.probabilities(model(*args))
 
     return run
 
