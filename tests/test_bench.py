@@ -94,3 +94,16 @@ def test_servers_take_the_largest_batch_that_runs_as_fast_as_the_best() -> None:
     falling = {1: 7_000.0, 32: 33_000.0, 64: 36_000.0, 128: 39_000.0, 256: 41_000.0, 512: 33_000.0}
     assert serving_batch(falling) == 256
     assert serving_batch({8: 100.0, 16: 90.0}) == 8
+
+
+def test_the_grpc_floor_is_what_a_do_nothing_server_leaves_of_raw() -> None:
+    from maas_bench.report import grpc_floor
+
+    trivial = {"workload": "digits-cnn-x64", "transport": "grpc", "items_per_request": 64, "items_per_s": 320_000.0}
+    summary = {"load_generator_capacity": [trivial], "raw": {"digits-cnn": {"items_per_s": 64_000.0}}}
+    floor = grpc_floor(summary)
+    assert floor is not None
+    assert floor["ms_per_request"] == pytest.approx(0.2)  # 5,000 requests/s
+    assert floor["raw_forward_ms"] == pytest.approx(1.0)
+    assert floor["max_maas_over_raw"] == pytest.approx(1.0 / 1.2)
+    assert grpc_floor({"load_generator_capacity": [], "raw": {}}) is None

@@ -55,7 +55,25 @@ def build(
         "ratios": ratios,
     }
     summary["bars"] = bars(summary)
+    summary["grpc_floor"] = grpc_floor(summary)
     return summary
+
+
+def grpc_floor(s: dict) -> dict | None:  # type: ignore[type-arg]
+    """What gRPC alone costs a 64-image request: a grpc.aio server that answers at once (the
+    trivial endpoint, on the server core) takes ``ms_per_request``; with the forward at raw's
+    speed and nothing else, maas/raw over gRPC could reach ``max_maas_over_raw`` at most."""
+    trivial = _find(s["load_generator_capacity"], workload="digits-cnn-x64", transport="grpc")
+    raw = s["raw"].get("digits-cnn")
+    if not trivial or not trivial["items_per_s"] or not raw:
+        return None
+    floor_ms = 1000 * trivial["items_per_request"] / trivial["items_per_s"]
+    forward_ms = 64 * 1000 / raw["items_per_s"]
+    return {
+        "ms_per_request": floor_ms,
+        "raw_forward_ms": forward_ms,
+        "max_maas_over_raw": forward_ms / (forward_ms + floor_ms),
+    }
 
 
 def bars(s: dict) -> list[dict]:  # type: ignore[type-arg]
@@ -103,7 +121,10 @@ def table(s: dict) -> str:  # type: ignore[type-arg]
         f"{m['placement']['load_generator_core']}; {m['loop']}; torch threads 1; device {m['device']}",
         "",
         "load generator capacity against a trivial endpoint (c=64): "
-        + ", ".join(f"{r['transport']} {r['items_per_s']:.0f} req/s" for r in s["load_generator_capacity"]),
+        + ", ".join(
+            f"{r['transport']} {r['workload']} {r['items_per_s'] / r['items_per_request']:.0f} req/s"
+            for r in s["load_generator_capacity"]
+        ),
         "",
         f"{'workload':>15} {'transport':>9} {'c':>3} {'maas/s':>9} {'noop/s':>9} {'naive/s':>9} {'raw/s':>9} "
         f"{'maas p50':>9} {'maas p99':>9} {'/raw':>6} {'/noop':>6} {'/naive':>7}",
@@ -133,6 +154,13 @@ def table(s: dict) -> str:  # type: ignore[type-arg]
     for bar in s["bars"]:
         value = "n/a" if bar["value"] is None else f"{bar['value']:.3f}"
         lines.append(f"{'HOLDS' if bar['holds'] else 'MISSES':>6}  {bar['bar']}  (measured {value})")
+    floor = s.get("grpc_floor")
+    if floor:
+        lines.append(
+            f"\ngRPC floor: a grpc.aio server that answers at once takes {floor['ms_per_request']:.3f} ms per "
+            f"64-image request on the server core; with raw's forward ({floor['raw_forward_ms']:.3f} ms) and "
+            f"nothing else, maas/raw over gRPC could reach {floor['max_maas_over_raw']:.2f} at most"
+        )
     errors = sum(r["errors"] for r in s["results"] + s["extras"])
     lines.append(f"\n{len(s['results']) + len(s['extras'])} runs, {errors} errors, {s['seconds']:.0f}s")
     return "\n".join(lines)
