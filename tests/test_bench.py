@@ -90,7 +90,7 @@ def test_servers_take_the_largest_batch_that_runs_as_fast_as_the_best() -> None:
     from maas_bench.raw import serving_batch
 
     flat = {1: 28_000.0, 8: 50_500.0, 32: 53_000.0, 64: 52_900.0, 128: 52_500.0, 256: 52_800.0}
-    assert serving_batch(flat) == 256  # within 3% of the best: a server amortises more per batch
+    assert serving_batch(flat) == 256  # within 5% of the best: a server amortises more per batch
     falling = {1: 7_000.0, 32: 33_000.0, 64: 36_000.0, 128: 39_000.0, 256: 41_000.0, 512: 33_000.0}
     assert serving_batch(falling) == 256
     assert serving_batch({8: 100.0, 16: 90.0}) == 8

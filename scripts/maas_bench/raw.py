@@ -4,7 +4,7 @@
 
 Prints JSON: items/s per batch size (sustained: the items of every forward over their total time,
 as a server's throughput counts them, slow forwards included), the best, the batch size a server
-should take (the largest within 3% of the best), and the p50 latency of one item (batch 1).
+should take (the largest within 5% of the best), and the p50 latency of one item (batch 1).
 """
 
 from __future__ import annotations
@@ -33,7 +33,10 @@ def measure(fn, seconds: float) -> list[float]:  # type: ignore[no-untyped-def]
     return times
 
 
-SERVING_BATCH_WITHIN = 0.03  # batch sizes this close to the best throughput count as as good
+# batch sizes this close to the best count as as good: raw's per-batch figures move by about 3% between
+# runs (so a 3% rule flipped between 128 and 256 for the digits CNN), and a server pays per batch
+# (64-image requests at --max_batch_size 256 against 128, A/B: JSON +2%, binary +4%, gRPC +8%)
+SERVING_BATCH_WITHIN = 0.05
 TEXT = "A quick benchmark sentence about serving models on Kubernetes with KServe."
 
 
