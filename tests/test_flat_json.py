@@ -136,3 +136,13 @@ def test_the_parser_recovers_when_a_document_outlives_its_parse() -> None:
     kept = flat_json._parse(raw)  # a document still referenced: the next parse must not fail
     assert flat_json.parse(raw) is not None
     assert kept["id"] == "1"
+
+
+def test_a_large_body_parses_without_growing_the_kept_parser() -> None:
+    flat_json.parse(v2([0.5] * 300, [300]))
+    kept = flat_json._local.parser
+    x = np.random.default_rng(1).random(200_000).astype(np.float32)
+    raw = v2(x.tolist(), [200_000])
+    assert len(raw) > flat_json.KEEP_PARSER_UP_TO
+    np.testing.assert_array_equal(decode_json(raw, Limits()).inputs["input"], x)
+    assert flat_json._local.parser is kept
