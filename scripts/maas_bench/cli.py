@@ -108,9 +108,12 @@ def load(served: Served, workload: Workload, transport: str, concurrency: int, p
     )
 
 
-def raw(workload: Workload, plan: Plan, seconds: float, batch: int | None = None) -> dict:  # type: ignore[type-arg]
-    """Raw's throughput curve over batch sizes, or (``batch``) its throughput at one."""
-    sizes = ["--batch-sizes", str(batch)] if batch else []
+QUICK_RAW_BATCHES = [1, 8, 32, 64, 128]  # a --quick run leaves out 256 (MiniLM: ~1 s a forward there)
+
+
+def raw(workload: Workload, plan: Plan, seconds: float, batches: list[int] | None = None) -> dict:  # type: ignore[type-arg]
+    """Raw's throughput over ``batches`` (default: raw's own curve, 1 to 256)."""
+    sizes = ["--batch-sizes", ",".join(map(str, batches))] if batches else []
     out = subprocess.run(
         [
             sys.executable,
@@ -293,7 +296,11 @@ def machine(plan: Plan) -> dict:  # type: ignore[type-arg]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="concurrency 1 and 64 only, short runs (< 3 minutes)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="concurrency 1 and 64, short runs, raw up to batch 128, one cold start (< 3 minutes)",
+    )
     parser.add_argument("--models", type=Path, default=ROOT / ".models", help="reference models (trained if absent)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -302,9 +309,9 @@ def main() -> None:
     cores = sorted(os.sched_getaffinity(0))
     plan = Plan(
         concurrency=[1, 64] if args.quick else [1, 8, 32, 64],
-        duration=1.0 if args.quick else 4.0,
-        warmup=0.3 if args.quick else 1.0,
-        cold_starts=2 if args.quick else 5,
+        duration=0.8 if args.quick else 4.0,
+        warmup=0.2 if args.quick else 1.0,
+        cold_starts=1 if args.quick else 5,
         server_core=cores[0] if len(cores) > 1 else None,
         client_core=cores[1] if len(cores) > 1 else None,
         device=args.device,
@@ -337,9 +344,12 @@ def main() -> None:
     def sample_raw(workload: Workload) -> None:
         """Raw again at its best batch size: the machine's speed drifts over a run (raw MiniLM read
         314 and 364 texts/s in two runs of the same code), so raw is measured between the servers'
-        runs and the median of its samples is the limit the ratios use."""
+        runs and the median of its samples is the limit the ratios use (not in a --quick run:
+        its three minutes hold one sample)."""
+        if args.quick:
+            return
         found = raws[workload.key]
-        found["samples"].append(raw(workload, plan, seconds, int(found["best_batch"]))["items_per_s"])
+        found["samples"].append(raw(workload, plan, seconds, [int(found["best_batch"])])["items_per_s"])
         found["items_per_s"] = statistics.median(found["samples"])
         print(
             f"raw again: {found['samples'][-1]:.0f} items/s (median of {len(found['samples'])}: "
@@ -349,7 +359,7 @@ def main() -> None:
 
     for workload in workloads:
         print(f"== {workload.key}", flush=True)
-        curve = raw(workload, plan, seconds)
+        curve = raw(workload, plan, seconds, QUICK_RAW_BATCHES if args.quick else None)
         raws[workload.key] = {**curve, "samples": [curve["items_per_s"]]}
         print(
             f"raw: {curve['items_per_s']:.0f} items/s at batch {curve['best_batch']} "
