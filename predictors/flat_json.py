@@ -76,8 +76,8 @@ def _input(spec: Any) -> dict[str, Any] | None:
     if not isinstance(spec, simdjson.Object):
         return None
     described = {key: _python(spec[key]) for key in spec if key != "data"}
-    data = spec.get("data")
-    buffer = _BUFFERS.get(str(described.get("datatype")))
+    data, datatype = spec.get("data"), described.get("datatype")
+    buffer = _BUFFERS.get(datatype) if isinstance(datatype, str) else None
     if not isinstance(data, simdjson.Array) or buffer is None:
         return None
     element, dtype = buffer
