@@ -60,7 +60,7 @@ CASES = [
     Case("data-count-mismatch", "v2", v2_json([2, 1, 8, 8], [0.0] * 100), 400, "needs 128 elements, data has 100"),
     Case("ragged-data", "v2", v2_json([2, 2], [[1.0, 2.0], [3.0]]), 400, "not a rectangular array"),
     Case("strings-as-numbers", "v2", v2_json([1, 1, 8, 8], ["0.5"] * 64), 400, "string values"),
-    Case("infinite-value", "v2", v2_json([1, 1, 8, 8], [1e39] + [0.0] * 63), 400, "must be finite"),
+    Case("beyond-fp32", "v2", v2_json([1, 1, 8, 8], [1e39] + [0.0] * 63), 400, "out of range for FP32"),
     Case("nan-binary", "v2", binary(fp32_header([1, 1, 8, 8], 256), NAN), 400, "must be finite"),
     Case(
         "malformed-json",

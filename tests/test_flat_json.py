@@ -114,6 +114,8 @@ def test_flat_numbers_take_the_fast_path_into_the_exact_array() -> None:
         ([300] + [1] * 200, [201], "UINT8", "out of range"),
         ([-1] + [1] * 200, [201], "UINT64", "out of range"),
         ([1.0] * 200, [7], "FP32", "needs 7 elements, data has 200"),
+        ([1e39] + [1.0] * 200, [201], "FP32", "out of range for FP32 \\(largest magnitude 3.402823e\\+38\\)"),
+        ([70000] + [1] * 200, [201], "FP16", "out of range for FP16"),
     ],
 )
 def test_bad_data_gets_the_strict_paths_error(data: list[Any], shape: list[int], datatype: str, message: str) -> None:

@@ -156,7 +156,7 @@ def v1(**body) -> dict:  # type: ignore[no-untyped-def,type-arg]
 IMAGE = np.zeros((1, 1, 8, 8), dtype=np.float32)
 GENERATIVE_CASES = [
     Case("latent-wrong-size", "v2", v2_json([1, 7], [0.0] * 7, name="latent"), 400, "dimension 1 must be 8"),
-    Case("latent-nan", "v2", v2_json([1, 8], [1e39] * 8, name="latent"), 400, "finite"),
+    Case("latent-beyond-fp32", "v2", v2_json([1, 8], [1e39] * 8, name="latent"), 400, "out of range for FP32"),
     Case("latent-and-seed", "v2", v2_json([1, 8], [0.0] * 8, name="latent", parameters={"seed": 1}), 400, "not both"),
     Case("no-inputs-no-samples", "v2", {"json": {"inputs": []}}, 400, "non-empty list"),
     Case("samples-zero", "v1", v1(parameters={"num_samples": 0}), 400, "'num_samples' must be an integer from 1"),
