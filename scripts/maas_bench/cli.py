@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -109,14 +108,12 @@ def load(served: Served, workload: Workload, transport: str, concurrency: int, p
     )
 
 
-# MiniLM: its curve falls after batch 32, a forward of 256 texts takes ~1 s (a --quick run stops at 128)
-TEXT_RAW_BATCHES = (1, 8, 32, 64, 128, 256)
-TEXT_QUICK_RAW_BATCHES = (1, 8, 32, 64, 128)
+QUICK_RAW_BATCHES = [1, 8, 32, 64, 128]  # a --quick run leaves out 256 (MiniLM: ~1 s a forward there)
 
 
-def raw(workload: Workload, plan: Plan, seconds: float, batches: Sequence[int]) -> dict:  # type: ignore[type-arg]
-    """Raw's throughput at each of ``batches``."""
-    sizes = ["--batch-sizes", ",".join(map(str, batches))]
+def raw(workload: Workload, plan: Plan, seconds: float, batches: list[int] | None = None) -> dict:  # type: ignore[type-arg]
+    """Raw's throughput over ``batches`` (default: raw's own curve, 1 to 256)."""
+    sizes = ["--batch-sizes", ",".join(map(str, batches))] if batches else []
     out = subprocess.run(
         [
             sys.executable,
@@ -214,18 +211,7 @@ def all_workloads(models: Path) -> list[Workload]:
     ]
     if (models / "minilm" / "maas.yaml").is_file():
         text = np.array([TEXT.encode()], dtype=object)
-        found.append(
-            Workload(
-                "minilm",
-                models / "minilm",
-                "minilm",
-                "text",
-                text,
-                "transformer",
-                raw_batches=TEXT_RAW_BATCHES,
-                quick_raw_batches=TEXT_QUICK_RAW_BATCHES,
-            )
-        )
+        found.append(Workload("minilm", models / "minilm", "minilm", "text", text, "transformer"))
     return found
 
 
@@ -313,7 +299,7 @@ def main() -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="concurrency 1 and 64, short runs, MiniLM's raw up to batch 128, one cold start (< 3 minutes)",
+        help="concurrency 1 and 64, short runs, raw up to batch 128, one cold start (< 3 minutes)",
     )
     parser.add_argument("--models", type=Path, default=ROOT / ".models", help="reference models (trained if absent)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
@@ -373,7 +359,7 @@ def main() -> None:
 
     for workload in workloads:
         print(f"== {workload.key}", flush=True)
-        curve = raw(workload, plan, seconds, workload.quick_raw_batches if args.quick else workload.raw_batches)
+        curve = raw(workload, plan, seconds, QUICK_RAW_BATCHES if args.quick else None)
         raws[workload.key] = {**curve, "samples": [curve["items_per_s"]]}
         print(
             f"raw: {curve['items_per_s']:.0f} items/s at batch {curve['best_batch']} "

@@ -10,10 +10,6 @@ import numpy as np
 import orjson
 
 TRANSPORTS = ("v2-json", "v2-binary", "grpc")
-# batch sizes raw is measured at: the digits models' curves stay flat to 1,024 (a forward there takes
-# ~17 ms), and a server at the largest flat batch pays its per-batch costs fewer times (64-image
-# requests at --max_batch_size 1024 against 256, A/B: JSON +3%, binary +3%, gRPC +5%)
-RAW_BATCHES = (1, 8, 32, 64, 128, 256, 512, 1024)
 
 
 @dataclass(frozen=True)
@@ -26,8 +22,6 @@ class Workload:
     input_name: str
     batch: np.ndarray  # the request's input tensor, first axis = items
     family: str
-    raw_batches: tuple[int, ...] = RAW_BATCHES  # where raw's curve is measured
-    quick_raw_batches: tuple[int, ...] = RAW_BATCHES  # the same in a --quick run
 
     @property
     def items(self) -> int:
