@@ -99,11 +99,21 @@ def test_servers_take_the_largest_batch_that_runs_as_fast_as_the_best() -> None:
 def test_the_grpc_floor_is_what_a_do_nothing_server_leaves_of_raw() -> None:
     from maas_bench.report import grpc_floor
 
-    trivial = {"workload": "digits-cnn-x64", "transport": "grpc", "items_per_request": 64, "items_per_s": 320_000.0}
-    summary = {"load_generator_capacity": [trivial], "raw": {"digits-cnn": {"items_per_s": 64_000.0}}}
+    x64 = {"workload": "digits-cnn-x64", "transport": "grpc", "concurrency": 64, "items_per_request": 64}
+    trivial = {**x64, "contender": "trivial", "items_per_s": 320_000.0}
+    served = {**x64, "contender": "maas", "items_per_s": 40_000.0}
+    one_image = {**served, "workload": "digits-cnn", "items_per_s": 4_000.0}
+    summary = {
+        "load_generator_capacity": [trivial],
+        "raw": {"digits-cnn": {"items_per_s": 64_000.0}},
+        "extras": [one_image, served],
+    }
     floor = grpc_floor(summary)
     assert floor is not None
     assert floor["ms_per_request"] == pytest.approx(0.2)  # 5,000 requests/s
     assert floor["raw_forward_ms"] == pytest.approx(1.0)
     assert floor["max_maas_over_raw"] == pytest.approx(1.0 / 1.2)
+    assert floor["maas_over_raw"] == pytest.approx(0.625)
+    assert floor["share_of_max"] == pytest.approx(0.625 * 1.2)
+    assert grpc_floor({**summary, "extras": []})["share_of_max"] is None  # type: ignore[index]
     assert grpc_floor({"load_generator_capacity": [], "raw": {}}) is None

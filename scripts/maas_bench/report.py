@@ -62,17 +62,23 @@ def build(
 def grpc_floor(s: dict) -> dict | None:  # type: ignore[type-arg]
     """What gRPC alone costs a 64-image request: a grpc.aio server that answers at once (the
     trivial endpoint, on the server core) takes ``ms_per_request``; with the forward at raw's
-    speed and nothing else, maas/raw over gRPC could reach ``max_maas_over_raw`` at most."""
+    speed and nothing else, maas/raw over gRPC could reach ``max_maas_over_raw`` at most.
+    ``share_of_max`` is how much of that the served 64-image gRPC requests reached."""
     trivial = _find(s["load_generator_capacity"], workload="digits-cnn-x64", transport="grpc")
     raw = s["raw"].get("digits-cnn")
     if not trivial or not trivial["items_per_s"] or not raw:
         return None
     floor_ms = 1000 * trivial["items_per_request"] / trivial["items_per_s"]
     forward_ms = 64 * 1000 / raw["items_per_s"]
+    ceiling = forward_ms / (forward_ms + floor_ms)
+    served = _find(s.get("extras", []), workload="digits-cnn-x64", transport="grpc", concurrency=trivial["concurrency"])
+    maas_over_raw = served["items_per_s"] / raw["items_per_s"] if served else None
     return {
         "ms_per_request": floor_ms,
         "raw_forward_ms": forward_ms,
-        "max_maas_over_raw": forward_ms / (forward_ms + floor_ms),
+        "max_maas_over_raw": ceiling,
+        "maas_over_raw": maas_over_raw,
+        "share_of_max": None if maas_over_raw is None else maas_over_raw / ceiling,
     }
 
 
@@ -160,6 +166,11 @@ def table(s: dict) -> str:  # type: ignore[type-arg]
             f"\ngRPC floor: a grpc.aio server that answers at once takes {floor['ms_per_request']:.3f} ms per "
             f"64-image request on the server core; with raw's forward ({floor['raw_forward_ms']:.3f} ms) and "
             f"nothing else, maas/raw over gRPC could reach {floor['max_maas_over_raw']:.2f} at most"
+            + (
+                f"; maas reached {floor['maas_over_raw']:.2f}, {floor['share_of_max']:.2f} of that"
+                if floor.get("share_of_max") is not None
+                else ""
+            )
         )
     errors = sum(r["errors"] for r in s["results"] + s["extras"])
     lines.append(f"\n{len(s['results']) + len(s['extras'])} runs, {errors} errors, {s['seconds']:.0f}s")
