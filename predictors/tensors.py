@@ -92,15 +92,16 @@ def array_from_list(
             f"input '{name}': shape {list(shape)} needs {math.prod(shape)} elements, data has {inferred.size}"
         )
     if target.kind == "f" and inferred.dtype.itemsize > target.itemsize:
-        # JSON numbers are doubles: one beyond the datatype's range (1e39 as FP32) would become infinity
-        with np.errstate(over="raise"):
-            try:
-                return inferred.astype(target).reshape(shape)
-            except FloatingPointError:
-                largest = np.finfo(target).max
-                raise InvalidRequest(
-                    f"input '{name}': a value is out of range for {datatype} (largest magnitude {largest:.7g})"
-                ) from None
+        # JSON numbers are doubles: one beyond the datatype's range (1e39 as FP32) would become
+        # infinity; the range check costs ~0.8 us a request (errstate), the cast is needed anyway
+        try:
+            with np.errstate(over="raise"):
+                inferred = inferred.astype(target)
+        except FloatingPointError:
+            largest = np.finfo(target).max
+            raise InvalidRequest(
+                f"input '{name}': a value is out of range for {datatype} (largest magnitude {largest:.7g})"
+            ) from None
     return inferred.astype(target, copy=False).reshape(shape)
 
 
