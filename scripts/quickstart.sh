@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # maas quick start. Sets up a virtualenv (.venv) with everything, then:
-#   scripts/quickstart.sh serve   train the reference digits CNN (once) and serve it
+#   scripts/quickstart.sh serve   build the reference digits CNN into .models (once) and serve it
 #                                 on 127.0.0.1:8080 (REST) and 8081 (gRPC)
-#   scripts/quickstart.sh test    run the test suite
+#   scripts/quickstart.sh test    build every reference model into .models (once; again only when
+#                                 their code changes), then ruff, mypy and the test suite
 # Environment: TORCH_SPEC (default torch==2.13.0, the CPU build; e.g. "torch==2.5.1" for your CUDA),
-# MAAS_VENV (default .venv), HTTP_PORT / GRPC_PORT (default 8080 / 8081), PYTEST_ARGS.
+# MAAS_VENV (default .venv), MAAS_TEST_MODELS (default .models), HTTP_PORT / GRPC_PORT
+# (default 8080 / 8081), PYTEST_ARGS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +25,7 @@ setup() {
   local stamp="$VENV/.maas-installed" want
   want="$(sha256sum pyproject.toml | cut -c1-16) $TORCH_SPEC"
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    echo "==> installing $TORCH_SPEC and maas[dev] (first run takes a minute or two)"
+    echo "==> installing $TORCH_SPEC and maas-serving[dev] (first run takes a minute or two)"
     python -m pip install -q --upgrade pip
     python -m pip install -q "$TORCH_SPEC"
     python -m pip install -q -e '.[dev]'
@@ -33,10 +35,8 @@ setup() {
 
 serve() {
   setup
-  if [ ! -f .models/digits-cnn/maas.yaml ]; then
-    echo "==> training the reference digits CNN into .models/ (all models: python scripts/reference_models.py --out .models)"
-    python scripts/reference_models.py --out .models --only digits-cnn
-  fi
+  echo "==> the reference digits CNN in .models/ (all of them: python scripts/reference_models.py --out .models)"
+  python scripts/reference_models.py --out .models --only digits-cnn
   cat <<MSG
 ==> serving digits-cnn on http://127.0.0.1:${HTTP_PORT} (gRPC 127.0.0.1:${GRPC_PORT}); once it logs ready, try:
     curl -s -H 'content-type: application/json' -d @.models/digits-cnn/example-v2.json \\
@@ -53,6 +53,9 @@ run_tests() {
   echo "==> ruff and mypy"
   ruff check .
   mypy
+  export MAAS_TEST_MODELS=${MAAS_TEST_MODELS:-.models}
+  echo "==> the reference models in $MAAS_TEST_MODELS/ (built once; again only when their code changes)"
+  python scripts/reference_models.py --out "$MAAS_TEST_MODELS"
   # shellcheck disable=SC2086
   python -m pytest ${PYTEST_ARGS:-} "$@"
 }

