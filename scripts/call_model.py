@@ -89,12 +89,17 @@ def call_grpc(target: str, model: str, request: Json) -> None:
         print(f"grpc {model}: ready -> {', '.join(o.name for o in answer.outputs)}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The script's options; building it has no side effects."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="model (InferenceService) name")
     parser.add_argument("--http", required=True, help="base URL of the HTTP port")
     parser.add_argument("--grpc", help="host:port of the gRPC port; omit to skip gRPC")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         request = call_rest(args.http, args.model)
         if args.grpc:

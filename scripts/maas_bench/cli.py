@@ -294,7 +294,8 @@ def machine(plan: Plan) -> dict:  # type: ignore[type-arg]
     }
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's options; building it has no side effects."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--quick",
@@ -302,10 +303,18 @@ def main() -> None:
         help="concurrency 1 and 64, short runs, raw up to batch 128, one cold start (< 3 minutes)",
     )
     parser.add_argument("--models", type=Path, default=ROOT / ".models", help="reference models (trained if absent)")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "bench-results", help="folder for the JSON and PNG results (bench-results/)"
+    )
+    parser.add_argument(
+        "--device", choices=["cpu", "cuda"], default="cpu", help="where the models run, in every contender (cpu)"
+    )
     parser.add_argument("--only", default="", help="comma-separated workloads (digits-cnn, digits-lstm, minilm)")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     cores = sorted(os.sched_getaffinity(0))
     plan = Plan(
         concurrency=[1, 64] if args.quick else [1, 8, 32, 64],

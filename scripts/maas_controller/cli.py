@@ -1,9 +1,8 @@
 """The command line: ``python scripts/controller.py COMMAND NAME [options]``.
 
 Arguments are parsed and validated here, once, before anything reaches the cluster. Errors
-print one line on stderr and exit with the error's ``exit_code`` (2 invalid arguments,
-3 not found, 4 conflict, 5 rejected by the API, 6 timed out, 7 rolled back, 8 other API
-error, 9 Prometheus unavailable, 130 interrupted).
+print one line on stderr and exit with the error's ``exit_code``; the codes are defined once,
+in ``errors.ExitCode``, and ``--help`` lists them.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from .commands import Controller, Settings
-from .errors import ControllerError, ValidationError
+from .errors import ControllerError, ExitCode, ValidationError, exit_code_table
 from .kube import Clock, Kube, load_api_client
 from .model import (
     MODEL_FORMATS,
@@ -82,6 +81,15 @@ STEPS, FRACTION, POSITIVE = _checked(parse_steps), _checked(_fraction), _checked
 MODE = _checked(Mode.parse)
 
 
+class _Formatter(argparse.HelpFormatter):
+    """Wraps one-paragraph text as usual, but prints multi-line text (the exit codes) as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
 def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("common options")
@@ -91,11 +99,20 @@ def _common() -> argparse.ArgumentParser:
         default=os.environ.get("MAAS_NAMESPACE", "default"),
         help="namespace of the InferenceService (default: $MAAS_NAMESPACE or 'default')",
     )
-    group.add_argument("-o", "--output", choices=FORMATS, default="table")
     group.add_argument(
-        "--kubeconfig", help="kubeconfig file (default: in-cluster config in a pod, else ~/.kube/config)"
+        "-o", "--output", choices=FORMATS, default="table", help="output format on stdout (default: table)"
     )
-    group.add_argument("--context", help="kubeconfig context")
+    group.add_argument(
+        "--kubeconfig",
+        help="kubeconfig file (default: in-cluster config in a pod, else $KUBECONFIG, else ~/.kube/config)",
+    )
+    group.add_argument("--context", help="kubeconfig context (default: its current-context)")
+    group.add_argument(
+        "--request-timeout",
+        type=DURATION,
+        default=30.0,
+        help="give up on one API request after this long, e.g. 30s (default 30s)",
+    )
     group.add_argument(
         "--timeout", type=DURATION, default=600.0, help="how long to wait for Ready, e.g. 10m (default 10m)"
     )
@@ -116,6 +133,21 @@ def _common() -> argparse.ArgumentParser:
         "--history-limit", type=int, default=200, help="entries kept in the history ConfigMap (default 200)"
     )
     return common
+
+
+def _threshold_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-error-rate",
+        type=FRACTION,
+        default=0.01,
+        help="highest healthy share of 5xx answers on the canary, 0..1 (default 0.01)",
+    )
+    parser.add_argument(
+        "--max-p99-ms",
+        type=POSITIVE,
+        default=250.0,
+        help="highest healthy p99 latency of the canary in milliseconds (default 250)",
+    )
 
 
 def _health_options(parser: argparse.ArgumentParser) -> None:
@@ -143,20 +175,32 @@ def _health_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The whole CLI; building it has no side effects (tests walk it)."""
+    epilog = exit_code_table()
     parser = argparse.ArgumentParser(
         prog="controller.py",
         description="maas model version controller: deploy, canary, promote, roll back and "
         "progressively roll out versions of a KServe InferenceService.",
+        epilog=epilog,
+        formatter_class=_Formatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = [_common()]
+    isvc = "name of the InferenceService"
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help.replace("%", "%%"), description=help, parents=common)
+        return sub.add_parser(
+            name,
+            help=help.replace("%", "%%"),
+            description=help,
+            parents=common,
+            epilog=epilog,
+            formatter_class=_Formatter,
+        )
 
     p = command("deploy", "Create the InferenceService, or roll a version out at 100%.")
-    p.add_argument("name", type=NAME)
-    p.add_argument("--storage-uri", type=URI, required=True)
+    p.add_argument("name", type=NAME, help=isvc)
+    p.add_argument("--storage-uri", type=URI, required=True, help="where the version's model is, e.g. s3://models/m/1")
     p.add_argument("--version", type=VERSION, help="version name (default: known name of this URI, else the next vN)")
     p.add_argument(
         "--model-format", choices=MODEL_FORMATS, help="needed to create: spec.predictor.model.modelFormat.name"
@@ -165,38 +209,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", type=MODE, help="deployment mode annotation, when creating")
 
     p = command("canary", "Route a percentage of the traffic to a new version.")
-    p.add_argument("name", type=NAME)
-    p.add_argument("--storage-uri", type=URI, required=True)
-    p.add_argument("--percent", type=PERCENT, required=True)
-    p.add_argument("--version", type=VERSION)
+    p.add_argument("name", type=NAME, help=isvc)
+    p.add_argument("--storage-uri", type=URI, required=True, help="where the canary's model is")
+    p.add_argument("--percent", type=PERCENT, required=True, help="share of the traffic for the canary, 0..100")
+    p.add_argument("--version", type=VERSION, help="version name (default: known name of this URI, else the next vN)")
 
     p = command("promote", "Send all traffic to the canary; it becomes the stable version.")
-    p.add_argument("name", type=NAME)
+    p.add_argument("name", type=NAME, help=isvc)
 
     p = command("rollback", "Abandon the canary, or return to the previous or any version.")
-    p.add_argument("name", type=NAME)
-    p.add_argument("--to", type=VERSION, help="a version from the history")
+    p.add_argument("name", type=NAME, help=isvc)
+    p.add_argument(
+        "--to", type=VERSION, help="a version from the history (default: drop the canary, else the previous)"
+    )
 
     p = command("status", "Versions, traffic split and readiness.")
-    p.add_argument("name", type=NAME)
+    p.add_argument("name", type=NAME, help=isvc)
 
     p = command("history", "Every version: URI, when, by which command, outcome.")
-    p.add_argument("name", type=NAME)
+    p.add_argument("name", type=NAME, help=isvc)
 
     p = command(
         "rollout",
         "Progressive delivery: canary steps gated on health, with automatic "
         "rollback. Re-run the same command to resume.",
     )
-    p.add_argument("name", type=NAME)
-    p.add_argument("--storage-uri", type=URI, required=True)
-    p.add_argument("--version", type=VERSION)
+    p.add_argument("name", type=NAME, help=isvc)
+    p.add_argument("--storage-uri", type=URI, required=True, help="where the new version's model is")
+    p.add_argument("--version", type=VERSION, help="version name (default: known name of this URI, else the next vN)")
     p.add_argument(
         "--steps", type=STEPS, default=(10, 25, 50, 100), help="canary percents, ending at 100 (default 10,25,50,100)"
     )
     p.add_argument("--interval", type=DURATION, default=60.0, help="observation time per step once Ready (default 60s)")
-    p.add_argument("--max-error-rate", type=FRACTION, default=0.01)
-    p.add_argument("--max-p99-ms", type=POSITIVE, default=250.0)
+    _threshold_options(p)
     _health_options(p)
 
     p = command(
@@ -204,14 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
         "Reconcile loop for the cluster: progressive rollouts requested by "
         "maas.io/rollout-* annotations on InferenceServices.",
     )
-    p.add_argument("-A", "--all-namespaces", action="store_true")
+    p.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (needs a ClusterRole)")
     p.add_argument("--interval", type=DURATION, default=30.0, help="time between reconcile passes (default 30s)")
     p.add_argument("--once", action="store_true", help="one pass, then exit")
     p.add_argument(
         "--step-interval", type=DURATION, default=60.0, help="default observation time per step (default 60s)"
     )
-    p.add_argument("--max-error-rate", type=FRACTION, default=0.01)
-    p.add_argument("--max-p99-ms", type=POSITIVE, default=250.0)
+    _threshold_options(p)
     _health_options(p)
     return parser
 
@@ -256,7 +300,7 @@ def main(
     try:
         if args.command == "rollout":  # validate the plan before connecting
             plan = _plan(args, args.storage_uri, args.interval)
-        kube = Kube(api_client or load_api_client(args.kubeconfig, args.context))
+        kube = Kube(api_client or load_api_client(args.kubeconfig, args.context), request_timeout=args.request_timeout)
         ctl = Controller(kube, settings, clock=clock, log=say)
         prometheus = Prometheus(args.prometheus) if getattr(args, "prometheus", None) else None
         if args.command == "run":
@@ -301,7 +345,7 @@ def main(
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to resume", file=err)
-        return 130
+        return ExitCode.INTERRUPTED
 
 
 def _run(

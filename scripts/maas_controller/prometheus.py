@@ -22,7 +22,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
-from .errors import ControllerError
+from .errors import ControllerError, ExitCode
 
 DEFAULT_SELECTOR = 'namespace="{namespace}",pod=~"{target}-.*"'
 
@@ -31,7 +31,7 @@ class PrometheusError(ControllerError):
     """Prometheus could not be asked, or answered with an error."""
 
     status = 503
-    exit_code = 9
+    exit_code = ExitCode.PROMETHEUS_UNAVAILABLE
 
 
 @dataclass(frozen=True)

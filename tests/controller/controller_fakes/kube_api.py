@@ -128,7 +128,14 @@ class FakeApiServer(JsonServer):
 
     def fail_next(self, method: str, path_part: str, code: int = 409, times: int = 1) -> None:
         """Answer the next ``times`` requests of ``method`` whose path contains ``path_part``."""
-        reason = {409: "Conflict", 404: "NotFound", 422: "Invalid", 500: "InternalError"}
+        reason = {
+            401: "Unauthorized",
+            403: "Forbidden",
+            404: "NotFound",
+            409: "Conflict",
+            422: "Invalid",
+            500: "InternalError",
+        }
         for _ in range(times):
             error = HttpError(code, reason.get(code, "Error"), f"injected {code}")
             self._faults.append((method, path_part, error))
