@@ -15,6 +15,10 @@ kmock 0.8's ``KubernetesEmulator`` was considered: it keeps objects but has no
 ``resourceVersion``, no optimistic-concurrency conflicts, no JSON patch and no ``generation``,
 which are exactly what the controller's tests need, hence this small server.
 
+* the minimal API discovery ``kubectl`` needs (``/version``, ``/api``, ``/apis``, ``/api/v1``,
+  ``/apis/serving.kserve.io[/v1beta1]``, with the ``isvc`` short name), so the README's
+  ``kubectl annotate isvc ...`` runs against it (``tests/controller/test_controller_readme.py``).
+
 Tests may also inject faults (``fail_next``) and observe every request (``requests``).
 ``FakeKServe`` below stands in for the KServe controller's status updates.
 """
@@ -97,6 +101,54 @@ def json_patch(doc: Any, ops: list[dict[str, Any]]) -> Any:
     return doc
 
 
+def _resource(plural: str, kind: str, short: list[str], verbs: list[str]) -> dict[str, Any]:
+    return {"name": plural, "singularName": kind.lower(), "namespaced": True, "kind": kind, "verbs": verbs,
+            **({"shortNames": short} if short else {})}  # fmt: skip
+
+
+_VERBS = ["create", "delete", "get", "list", "patch", "update"]
+_KSERVE = {"groupVersion": "serving.kserve.io/v1beta1", "version": "v1beta1"}
+DISCOVERY: dict[str, dict[str, Any]] = {
+    "/version": {"major": "1", "minor": "32", "gitVersion": "v1.32.0", "platform": "linux/amd64"},
+    "/api": {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []},
+    "/apis": {
+        "kind": "APIGroupList",
+        "apiVersion": "v1",
+        "groups": [{"name": "serving.kserve.io", "versions": [_KSERVE], "preferredVersion": _KSERVE}],
+    },
+    "/apis/serving.kserve.io": {
+        "kind": "APIGroup",
+        "apiVersion": "v1",
+        "name": "serving.kserve.io",
+        "versions": [_KSERVE],
+        "preferredVersion": _KSERVE,
+    },
+    "/api/v1": {
+        "kind": "APIResourceList",
+        "groupVersion": "v1",
+        "resources": [
+            _resource("configmaps", "ConfigMap", ["cm"], _VERBS),
+            _resource("events", "Event", ["ev"], _VERBS),
+        ],
+    },
+    "/apis/serving.kserve.io/v1beta1": {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": "serving.kserve.io/v1beta1",
+        "resources": [
+            _resource("inferenceservices", "InferenceService", ["isvc"], _VERBS),
+            {
+                "name": "inferenceservices/status",
+                "singularName": "",
+                "namespaced": True,
+                "kind": "InferenceService",
+                "verbs": ["get", "patch", "update"],
+            },
+        ],
+    },
+}
+
+
 @dataclass
 class Request:
     """One request as the fake server saw it."""
@@ -165,6 +217,8 @@ class FakeApiServer(JsonServer):
                 if fault[0] == method and fault[1] in url.path:
                     self._faults.remove(fault)
                     raise fault[2]
+        if method == "GET" and url.path.rstrip("/") in DISCOVERY:
+            return 200, copy.deepcopy(DISCOVERY[url.path.rstrip("/")])
         match = _PATH.match(url.path)
         if not match:
             raise HttpError(404, "NotFound", f"no route for {url.path}")
