@@ -173,7 +173,10 @@ class ModelConfig(BaseModel):
             if path.is_file():
                 break
         else:
-            raise ConfigError(f"{model_dir} has no model config (one of {', '.join(CONFIG_FILES)})")
+            raise ConfigError(
+                f"{model_dir} has no model config (one of {', '.join(CONFIG_FILES)}); pass --model_dir the "
+                "model's own directory, or write its maas.yaml (see the README)"
+            )
         try:
             text = path.read_text()
             raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)

@@ -104,6 +104,10 @@ class ConfigError(Exception):
     """A model directory or setting is unusable: the server refuses to start."""
 
 
+class ListenError(Exception):
+    """The HTTP or gRPC port (or the host) cannot be listened on: the server refuses to start."""
+
+
 def http_status_of(exc: BaseException) -> int:
     """The HTTP status an exception answers with, kserve's own errors included."""
     if isinstance(exc, PredictorError):

@@ -17,7 +17,6 @@ import time
 from typing import Any
 from urllib.parse import parse_qs
 
-from fastapi.responses import ORJSONResponse
 from kserve.protocol.dataplane import DataPlane
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -26,6 +25,7 @@ from predictors import metrics
 from predictors.base import MaasModel, RawV2
 from predictors.errors import NotFound, NotReady, PayloadTooLarge, PredictorError, http_status_of
 from predictors.metrics import CLIENT_CLOSED, UNKNOWN_MODEL
+from predictors.responses import JSONResponse
 from predictors.v2 import HEADER_LENGTH
 
 logger = logging.getLogger("maas")
@@ -41,16 +41,28 @@ def registered_model(dataplane: DataPlane, name: str, version: str | None) -> An
 
 
 def error_response(exc: Exception) -> Response:
-    """The JSON answer to an error: its own status and message; 500 (logged) for the unexpected."""
-    if isinstance(exc, PredictorError):
-        level = logging.ERROR if exc.http_status >= 500 else logging.INFO
-        logger.log(level, "%s: %s", type(exc).__name__, exc.message)
-        headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after else None
-        return ORJSONResponse(exc.to_json(), status_code=exc.http_status.value, headers=headers)
+    """The JSON answer to an error, maas's or kserve's: its own status and message.
+
+    Refusals while not ready are not logged here (the server logs each change of readiness once),
+    other refusals at INFO, the server's own failures at ERROR, and the unexpected with a traceback."""
     status = http_status_of(exc)
-    if status >= 500:
+    message = exc.message if isinstance(exc, PredictorError) else str(exc) or type(exc).__name__
+    if _is_not_ready(exc):
+        logger.debug("%s: %s", type(exc).__name__, message)
+    elif isinstance(exc, PredictorError) or status != 500:
+        logger.log(logging.ERROR if status >= 500 else logging.INFO, "%s: %s", type(exc).__name__, message)
+    else:
         logger.exception("inference failed: %s", exc, exc_info=exc)
-    return ORJSONResponse({"error": str(exc) or type(exc).__name__, "code": status}, status_code=status)
+    if isinstance(exc, PredictorError):
+        headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after else None
+        return JSONResponse(exc.to_json(), status_code=status, headers=headers)
+    return JSONResponse({"error": message, "code": status}, status_code=status)
+
+
+def _is_not_ready(exc: Exception) -> bool:
+    from kserve.errors import ModelNotReady, ServerNotReady
+
+    return isinstance(exc, (NotReady, ModelNotReady, ServerNotReady))
 
 
 class InferenceFront:

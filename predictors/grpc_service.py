@@ -22,7 +22,15 @@ from kserve.protocol.grpc.servicer import InferenceServicer
 
 from predictors import metrics
 from predictors.base import MaasModel
-from predictors.errors import REPOSITORY_REFUSAL, Forbidden, NotReady, PredictorError, grpc_status_of, http_status_of
+from predictors.errors import (
+    REPOSITORY_REFUSAL,
+    Forbidden,
+    ListenError,
+    NotReady,
+    PredictorError,
+    grpc_status_of,
+    http_status_of,
+)
 from predictors.metrics import CLIENT_CLOSED, UNKNOWN_MODEL
 
 logger = logging.getLogger("maas")
@@ -113,7 +121,10 @@ class MaasGRPCServer(GRPCServer):
             MaasServicer(self._data_plane, self._model_repository_extension), self._server
         )
         host = f"[{self.host}]" if ":" in self.host else self.host
-        self._server.add_insecure_port(f"{host}:{self._port}")
-        logger.info("gRPC server listening on %s:%s", host, self._port)
+        try:
+            port = self._server.add_insecure_port(f"{host}:{self._port}")
+        except RuntimeError:  # taken since the server checked it (``MaasModelServer.listen``)
+            raise ListenError(f"cannot listen on {host}:{self._port} (--grpc_port); choose another port") from None
+        logger.info("gRPC server listening on %s:%s", host, port)
         await self._server.start()
         await self._server.wait_for_termination()

@@ -9,11 +9,12 @@ kserve's own.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
+import socket
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import ORJSONResponse
 from kserve import ModelServer
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.rest.server import RESTServer
@@ -24,7 +25,9 @@ from starlette.routing import Route
 from predictors.errors import REPOSITORY_REFUSAL, ConfigError, Forbidden, NotReady, PredictorError
 from predictors.front import InferenceFront, error_response, registered_model
 from predictors.grpc_service import MaasGRPCServer
+from predictors.listen import check_free, listen
 from predictors.memory import freeze_loaded_heap
+from predictors.responses import JSONResponse, quiet_kserve_warnings
 
 logger = logging.getLogger("maas")
 LINGER = 0.25  # seconds a just-accepted connection has to send its request during shutdown
@@ -45,7 +48,7 @@ def repository_endpoint(dataplane: DataPlane):
     async def repository(request: Request) -> Response:
         model = path_model(dataplane, request)
         if request.url.path.endswith("/load"):
-            return ORJSONResponse({"name": model.name, "load": bool(model.ready)})
+            return JSONResponse({"name": model.name, "load": bool(model.ready)})
         raise Forbidden(REPOSITORY_REFUSAL)
 
     return repository
@@ -60,13 +63,13 @@ def v2_model_endpoints(dataplane: DataPlane):
         version = getattr(getattr(model, "config", None), "version", None)
         if version:
             body["versions"] = [version]
-        return ORJSONResponse(body)
+        return JSONResponse(body)
 
     async def ready(request: Request) -> Response:
         model = path_model(dataplane, request)
         if not await dataplane.model_ready(model.name):
             raise NotReady(f"model {model.name} is not ready")
-        return ORJSONResponse({"name": model.name, "ready": True})
+        return JSONResponse({"name": model.name, "ready": True})
 
     return metadata, ready
 
@@ -94,14 +97,24 @@ def install(app: FastAPI, dataplane: DataPlane) -> None:
 
 
 class MaasRESTServer(RESTServer):
-    """kserve's REST server, bound to ``host``, with maas's routes installed first and
-    ``InferenceFront`` before the app."""
+    """kserve's REST server on a socket already listening, with maas's routes installed first, one
+    error handler for maas's and kserve's errors, and ``InferenceFront`` before the app."""
 
-    def __init__(self, *args: Any, host: str, max_body_bytes: int, latency_logging: bool, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        sock: socket.socket,
+        max_body_bytes: int,
+        latency_logging: bool,
+        access_log: bool,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
-        self.config.host = host
+        self.sock = sock
         self.max_body_bytes = max_body_bytes
         self.latency_logging = latency_logging
+        if not access_log or self.access_log_format:  # (kserve's middleware writes the formatted lines)
+            _silence_uvicorn_access_log()
 
     def _add_middlewares(self, app: FastAPI) -> None:
         """kserve's middlewares, with its per-request timing log only when ``--enable_latency_logging``
@@ -113,12 +126,35 @@ class MaasRESTServer(RESTServer):
 
             app.user_middleware = [m for m in app.user_middleware if m.cls is not TimingMiddleware]
 
+    def _add_exception_handlers(self, app: FastAPI) -> None:
+        """kserve's handlers, except that its errors with a status of their own are answered (and
+        logged) as maas's are: no traceback at ERROR for a 404, nor for a 503 while loading."""
+        from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady, ServerNotReady
+
+        super()._add_exception_handlers(app)
+        for error in (InvalidInput, ModelNotFound, ModelNotReady, ServerNotReady):
+            app.add_exception_handler(error, predictor_error_handler)
+
     def create_application(self) -> None:
         from kserve.model_server import app
 
+        quiet_kserve_warnings()
         install(app, self.dataplane)
         super().create_application()
         self.config.app = InferenceFront(app, self.dataplane, self.max_body_bytes)
+
+    async def start(self) -> None:
+        self.create_application()
+        host, port = self.sock.getsockname()[:2]
+        logger.info("HTTP server listening on %s:%s", f"[{host}]" if ":" in host else host, port)
+        await self._server.serve(sockets=[self.sock])
+
+
+def _silence_uvicorn_access_log() -> None:
+    """No access-log line per request: uvicorn's protocols log one whenever its logger has handlers."""
+    access = logging.getLogger("uvicorn.access")
+    access.handlers = []
+    access.propagate = False
 
 
 class MaasDataPlane(DataPlane):
@@ -141,18 +177,37 @@ class MaasModelServer(ModelServer):
     on SIGTERM: not ready at once, serving on for ``drain_delay`` seconds (while load balancers
     notice), then closing the listeners and finishing every accepted request within the grace period."""
 
-    def __init__(self, *, host: str, max_body_bytes: int, drain_delay: float = 0.0, **kwargs: Any) -> None:
+    def __init__(
+        self, *, host: str, max_body_bytes: int, drain_delay: float = 0.0, access_log: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
+        if self.workers != 1:
+            raise ConfigError("--workers must be 1: scale out with replicas (one model copy per process)")
+        if self.access_log_format and importlib.util.find_spec("asgi_logger") is None:
+            raise ConfigError("--access_log_format needs the asgi-logger package: pip install asgi-logger")
         self.host = host
         self.max_body_bytes = max_body_bytes
         self.drain_delay = drain_delay
+        self.access_log = access_log
         self.dataplane = MaasDataPlane(model_registry=self.registered_models)
+        self.http_socket: socket.socket | None = None
+        self.load_error: BaseException | None = None
+
+    def listen(self) -> None:
+        """Take the HTTP port and check the gRPC port is free, before anything else starts
+        (``ListenError`` when either cannot be had)."""
+        if self.http_socket is None:
+            self.http_socket = listen(self.host, self.http_port, "--http_port")
+        if self.enable_grpc:
+            check_free(self.host, self.grpc_port, "--grpc_port")
 
     def start(self, models: list[Any]) -> None:
-        if self.workers != 1:
-            raise ConfigError("--workers must be 1: scale out with replicas (one model copy per process)")
+        """Serve until stopped; loads ``models`` once listening, and raises what failed their load
+        after the servers have stopped."""
         from kserve.model_server import FASTAPI_APP_IMPORT_STRING, args
 
+        self.listen()
+        assert self.http_socket is not None
         for model in models:
             self.register_model(model)
             model.enable_latency_logging = self.enable_latency_logging
@@ -161,10 +216,11 @@ class MaasModelServer(ModelServer):
             self.dataplane,
             self.model_repository_extension,
             self.http_port,
-            host=self.host,
+            sock=self.http_socket,
             max_body_bytes=self.max_body_bytes,
             latency_logging=self.enable_latency_logging,
-            access_log_format=self.access_log_format,
+            access_log=self.access_log,
+            access_log_format=self.access_log_format if self.access_log else None,
             workers=1,
             grace_period=self.grace_period,
             event_loop=self.event_loop,
@@ -187,6 +243,8 @@ class MaasModelServer(ModelServer):
         self.servers.append(self._load(models))
         self.register_signal_handler()
         asyncio.run(self._serve())
+        if self.load_error is not None:
+            raise self.load_error
 
     def _drain_on_exit(self, uvicorn_server: Any) -> None:
         """Put draining in front of uvicorn's signal handling (a second signal stops at once).
@@ -214,9 +272,24 @@ class MaasModelServer(ModelServer):
         uvicorn_server.handle_exit = handle_exit
 
     async def _load(self, models: list[Any]) -> None:
-        """Load every model off the event loop; a failure stops the server (non-zero exit)."""
+        """Load every model off the event loop (requests for it are refused meanwhile: said once,
+        here, not per request); a failure stops the servers and ``start`` raises it."""
         loop = asyncio.get_running_loop()
-        for model in models:
-            await loop.run_in_executor(None, model.load)
+        try:
+            for model in models:
+                logger.info("refusing requests for %s until it is ready (loading)", model.name)
+                await loop.run_in_executor(None, model.load)
+        except Exception as exc:
+            self.load_error = exc
+            await self._stop_serving()
+            return
         frozen = freeze_loaded_heap()
         logger.info("froze %d loaded objects out of the garbage collector's way", frozen)
+
+    async def _stop_serving(self) -> None:
+        """Stop the REST and gRPC servers at once, letting both finish cleanly."""
+        if self._rest_server is not None:
+            self._rest_server._server.should_exit = True
+        grpc_server = getattr(self._grpc_server, "_server", None)
+        if grpc_server is not None:
+            await grpc_server.stop(0)

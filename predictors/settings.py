@@ -70,19 +70,26 @@ class Settings(BaseModel):
         1 << 24, ge=1, description="Most elements one request tensor may hold (413 above)."
     )
     max_element_mb: float = Field(16.0, gt=0, description="Largest BYTES element (text, image), in MiB (413 above).")
+    access_log: bool = Field(
+        False,
+        description="Write one access-log line per HTTP request (on as well when --access_log_format is given); "
+        "off by default, as Triton's, since formatting a line per request costs throughput.",
+    )
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """Add one ``--flag`` per field, its default read from ``MAAS_<FLAG>`` when set."""
-        taken = {a for action in parser._actions for a in action.option_strings}
+        """Add one ``--flag`` per field, its default read from ``MAAS_<FLAG>`` when set; a flag kserve's
+        parser already has (``--model_name``) takes maas's default and help."""
+        taken = {flag: action for action in parser._actions for flag in action.option_strings}
         for name, field in cls.model_fields.items():
             flag = f"--{name}"
-            if flag in taken:  # kserve's parser already has it (model_name): keep theirs
-                continue
             env = os.environ.get(ENV_PREFIX + name.upper())
             default = env if env is not None else (None if field.is_required() else field.default)
             if isinstance(default, Enum):
                 default = default.value
+            if flag in taken:
+                taken[flag].default, taken[flag].help = default, field.description
+                continue
             kwargs: dict[str, Any] = {"default": default, "help": field.description}
             if field.annotation is bool:
                 kwargs["type"] = _strtobool
@@ -92,13 +99,11 @@ class Settings(BaseModel):
     def from_namespace(cls, ns: argparse.Namespace) -> Settings:
         """Validate parsed flags; a bad value stops start-up with a message naming it."""
         values = {name: getattr(ns, name) for name in cls.model_fields if getattr(ns, name, None) is not None}
-        if values.get("model_name") == "model" and os.environ.get(ENV_PREFIX + "MODEL_NAME") is None:
-            values.pop("model_name")  # kserve's parser defaults to "model": prefer the config's name
         try:
             return cls(**values)
         except ValidationError as exc:
             problems = "; ".join(f"--{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise ConfigError(f"invalid settings: {problems}") from exc
+            raise ConfigError(f"invalid settings: {problems}; see --help") from exc
 
 
 def _strtobool(value: str | bool) -> bool:

@@ -9,6 +9,7 @@ from urllib.parse import urlparse
 from predictors.errors import ConfigError
 
 logger = logging.getLogger("maas")
+MODEL_DIR_HINT = "pass --model_dir a directory (or storage URI) holding the model and its maas.yaml"
 
 
 def resolve_model_dir(uri: str) -> Path:
@@ -31,5 +32,5 @@ def resolve_model_dir(uri: str) -> Path:
     else:
         path = Path(uri).expanduser()
     if not path.is_dir():
-        raise ConfigError(f"model directory {path} does not exist or is not a directory")
+        raise ConfigError(f"model directory {path} does not exist or is not a directory; {MODEL_DIR_HINT}")
     return path

@@ -62,14 +62,14 @@ def decode_json(body: bytes, limits: Limits) -> V2Request:
 
 def decode_parsed(header: dict[str, Any], limits: Limits) -> V2Request:
     """Decode a parsed V2 JSON request (its ``data`` lists, or flat numpy arrays from the fast path)."""
-    inputs, datatypes = {}, {}
+    request = _request(header)
     for spec in _input_specs(header):
         name, datatype, shape = _describe(spec, limits)
         if "data" not in spec:
             raise InvalidRequest(f"input '{name}': 'data' is missing")
-        inputs[name] = array_from_list(name, datatype, shape, spec["data"], limits)
-        datatypes[name] = datatype
-    return _request("v2", header, inputs, datatypes)
+        request.inputs[name] = array_from_list(name, datatype, shape, spec["data"], limits)
+        request.datatypes[name] = datatype
+    return request
 
 
 def decode_binary(body: bytes, header_length: str, limits: Limits) -> V2Request:
@@ -81,16 +81,16 @@ def decode_binary(body: bytes, header_length: str, limits: Limits) -> V2Request:
     if not 0 < json_length <= len(body):
         raise InvalidRequest(f"{HEADER_LENGTH} is {json_length} but the body has {len(body)} bytes")
     header = parse_header(body[:json_length])
+    request = _request(header)
     view = memoryview(body)
     offset = json_length
-    inputs, datatypes = {}, {}
     for spec in _input_specs(header):
         name, datatype, shape = _describe(spec, limits)
-        size = (spec.get("parameters") or {}).get("binary_data_size")
+        size = spec["parameters"].get("binary_data_size")
         if size is None:
             if "data" not in spec:
                 raise InvalidRequest(f"input '{name}': neither 'data' nor 'binary_data_size' is given")
-            inputs[name] = array_from_list(name, datatype, shape, spec["data"], limits)
+            request.inputs[name] = array_from_list(name, datatype, shape, spec["data"], limits)
         else:
             if type(size) is not int or size < 0:
                 raise InvalidRequest(f"input '{name}': binary_data_size must be a non-negative integer")
@@ -98,12 +98,12 @@ def decode_binary(body: bytes, header_length: str, limits: Limits) -> V2Request:
                 raise InvalidRequest(
                     f"input '{name}': binary data is truncated ({len(body) - offset} of {size} bytes present)"
                 )
-            inputs[name] = array_from_buffer(name, datatype, shape, view[offset : offset + size], limits)
+            request.inputs[name] = array_from_buffer(name, datatype, shape, view[offset : offset + size], limits)
             offset += size
-        datatypes[name] = datatype
+        request.datatypes[name] = datatype
     if offset != len(body):
         raise InvalidRequest(f"{len(body) - offset} bytes after the last binary input are not claimed")
-    return _request("v2", header, inputs, datatypes)
+    return request
 
 
 def decode_grpc(request: Any, limits: Limits) -> V2Request:
@@ -228,17 +228,22 @@ def parse_header(raw: bytes) -> dict[str, Any]:
 
 
 def _input_specs(header: dict[str, Any]) -> list[dict[str, Any]]:
-    specs = header.get("inputs", [])
-    if not isinstance(specs, list):
-        raise InvalidRequest("'inputs' must be a non-empty list")  # empty only where the model allows it
-    names = [s.get("name") if isinstance(s, dict) else None for s in specs]
-    for spec, name in zip(specs, names):
+    """The ``inputs`` entries, each an object with a unique non-empty string ``name`` and an object
+    ``parameters`` (``{}`` when not given)."""
+    specs = _field(header, "inputs", list, "inputs") or []  # empty only where the model allows it
+    names: set[str] = set()
+    for i, spec in enumerate(specs):
         if not isinstance(spec, dict):
-            raise InvalidRequest("every entry of 'inputs' must be an object")
-        if not isinstance(name, str) or not name:
-            raise InvalidRequest("every input needs a non-empty string 'name'")
-        if names.count(name) > 1:
+            raise InvalidRequest(f"request field 'inputs[{i}]' must be an object, got {_json_type(spec)}")
+        name = _field(spec, "name", str, f"inputs[{i}].name", required=True)
+        if not name:
+            raise InvalidRequest(f"request field 'inputs[{i}].name' must be a non-empty string")
+        if name in names:
             raise InvalidRequest(f"input '{name}' is given twice")
+        names.add(name)
+        _field(spec, "datatype", str, f"inputs[{i}].datatype", required=True)
+        _field(spec, "shape", list, f"inputs[{i}].shape", required=True)
+        spec["parameters"] = _field(spec, "parameters", dict, f"inputs[{i}].parameters") or {}
     return specs
 
 
@@ -250,27 +255,50 @@ def _describe(spec: dict[str, Any], limits: Limits) -> tuple[str, str, tuple[int
     return name, datatype, check_shape(name, spec.get("shape"), limits)
 
 
-def _request(
-    protocol: str, header: dict[str, Any], inputs: dict[str, np.ndarray], datatypes: dict[str, str]
-) -> V2Request:
-    parameters = header.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise InvalidRequest("'parameters' must be an object")
-    requested = None
-    outputs = header.get("outputs")
+def _request(header: dict[str, Any]) -> V2Request:
+    """The request's own fields (``id``, ``parameters``, ``outputs``), checked against the Open
+    Inference Protocol's types before any tensor is decoded; the inputs are added by the caller."""
+    request_id = _field(header, "id", str, "id")
+    parameters = _field(header, "parameters", dict, "parameters") or {}
+    binary_output = _field(parameters, "binary_data_output", bool, "parameters.binary_data_output")
+    requested: dict[str, bool | None] | None = None
+    outputs = _field(header, "outputs", list, "outputs")
     if outputs is not None:
-        if not isinstance(outputs, list) or not all(
-            isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
-        ):
-            raise InvalidRequest("'outputs' must be a list of objects with a 'name'")
-        requested = {o["name"]: (o.get("parameters") or {}).get("binary_data") for o in outputs}
-    request_id = header.get("id")
+        requested = {}
+        for i, output in enumerate(outputs):
+            if not isinstance(output, dict):
+                raise InvalidRequest(f"request field 'outputs[{i}]' must be an object, got {_json_type(output)}")
+            name = _field(output, "name", str, f"outputs[{i}].name", required=True)
+            wanted = _field(output, "parameters", dict, f"outputs[{i}].parameters") or {}
+            requested[name] = _field(wanted, "binary_data", bool, f"outputs[{i}].parameters.binary_data")
     return V2Request(
-        protocol=protocol,
-        inputs=inputs,
-        datatypes=datatypes,
-        id=str(request_id) if request_id else str(uuid.uuid4()),
+        protocol="v2",
+        inputs={},
+        datatypes={},
+        id=request_id or str(uuid.uuid4()),
         parameters=parameters,
         requested=requested,
-        binary_output=bool(parameters.get("binary_data_output", False)),
+        binary_output=bool(binary_output),
     )
+
+
+_KINDS = {str: "a string", dict: "an object", list: "a list", bool: "a boolean"}
+
+
+def _field(container: dict[str, Any], key: str, kind: type, where: str, required: bool = False) -> Any:
+    """``container[key]`` if it is of ``kind``; None where an optional field is absent or null; else
+    400 naming the field."""
+    value = container.get(key)
+    if value is None and not required:
+        return None
+    if key not in container:
+        raise InvalidRequest(f"request field '{where}' is missing")
+    if not isinstance(value, kind):
+        raise InvalidRequest(f"request field '{where}' must be {_KINDS[kind]}, got {_json_type(value)}")
+    return value
+
+
+def _json_type(value: Any) -> str:
+    """The JSON type of a decoded value, as a client would name it."""
+    names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "object"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)

@@ -264,3 +264,94 @@ def test_truncated_bytes_element_is_rejected(cnn_server: Server) -> None:
     response = cnn_server.client.post(f"/v2/models/{cnn_server.name}/infer", **binary(header, payload))
     assert response.status_code == 400 and "truncated" in response.json()["error"]
     assert_healthy(cnn_server)
+
+
+# ---- V2 request fields of the wrong JSON type: 400 naming the field (Open Inference Protocol types) ----
+FIELD_GOOD = {
+    "id": "r1",
+    "parameters": {"binary_data_output": False},
+    "inputs": [{"name": "input", "datatype": "FP32", "shape": [4, 1, 8, 8], "parameters": {}}],
+    "outputs": [{"name": "label", "parameters": {"binary_data": False}}],
+}
+MISSING = object()
+FIELD_CASES: list[tuple[tuple[Any, ...], Any, str]] = [  # (path to the field, value, the field the error names)
+    (("id",), 123, "'id'"),
+    (("id",), ["r1"], "'id'"),
+    (("id",), True, "'id'"),
+    (("parameters",), [], "'parameters'"),
+    (("parameters",), "top_k=3", "'parameters'"),
+    (("parameters", "binary_data_output"), "yes", "'parameters.binary_data_output'"),
+    (("inputs",), {"name": "input"}, "'inputs'"),
+    (("inputs",), "input", "'inputs'"),
+    (("inputs", 0), "input", "'inputs[0]'"),
+    (("inputs", 0, "name"), 7, "'inputs[0].name'"),
+    (("inputs", 0, "name"), None, "'inputs[0].name'"),
+    (("inputs", 0, "name"), MISSING, "'inputs[0].name'"),
+    (("inputs", 0, "datatype"), ["FP32"], "'inputs[0].datatype'"),
+    (("inputs", 0, "datatype"), 32, "'inputs[0].datatype'"),
+    (("inputs", 0, "datatype"), MISSING, "'inputs[0].datatype'"),
+    (("inputs", 0, "shape"), "4,1,8,8", "'inputs[0].shape'"),
+    (("inputs", 0, "shape"), {"0": 4}, "'inputs[0].shape'"),
+    (("inputs", 0, "shape"), MISSING, "'inputs[0].shape'"),
+    (("inputs", 0, "shape"), [4, 1, -8, 8], "shape must be a list of non-negative integers"),
+    (("inputs", 0, "shape"), [4, 1, 8.0, 8], "shape must be a list of non-negative integers"),
+    (("inputs", 0, "parameters"), [], "'inputs[0].parameters'"),
+    (("inputs", 0, "parameters"), "binary", "'inputs[0].parameters'"),
+    (("outputs",), {"name": "label"}, "'outputs'"),
+    (("outputs", 0), "label", "'outputs[0]'"),
+    (("outputs", 0, "name"), 1, "'outputs[0].name'"),
+    (("outputs", 0, "name"), MISSING, "'outputs[0].name'"),
+    (("outputs", 0, "parameters"), ["binary_data"], "'outputs[0].parameters'"),
+    (("outputs", 0, "parameters", "binary_data"), "no", "'outputs[0].parameters.binary_data'"),
+]
+X4 = np.full((4, 1, 8, 8), 0.5, dtype=np.float32)
+
+
+def with_field(path: tuple[Any, ...], value: Any, binary_data: bool) -> dict[str, Any]:
+    """``FIELD_GOOD`` with the field at ``path`` set to ``value`` (or removed); its tensor given as
+    JSON data (over 1 KiB: the fast path) or as binary data."""
+    import copy
+
+    body = copy.deepcopy(FIELD_GOOD)
+    tensor = body["inputs"][0]
+    if binary_data:
+        tensor["parameters"]["binary_data_size"] = X4.nbytes
+    else:
+        tensor["data"] = X4.ravel().tolist()
+    target = body
+    for key in path[:-1]:
+        target = target[key]
+    if value is MISSING:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return body
+
+
+@pytest.mark.parametrize("encoding", ["json", "binary"])
+@pytest.mark.parametrize(
+    ("path", "value", "names"), FIELD_CASES, ids=[f"{'.'.join(map(str, p))}={v!r}" for p, v, _ in FIELD_CASES]
+)
+def test_a_v2_field_of_the_wrong_type_gets_400_naming_it(
+    cnn_server: Server, encoding: str, path: tuple[Any, ...], value: Any, names: str
+) -> None:
+    body = with_field(path, value, binary_data=encoding == "binary")
+    request = binary(body, X4.tobytes()) if encoding == "binary" else {"json": body}
+    response = cnn_server.client.post(f"/v2/models/{cnn_server.name}/infer", **request)
+    assert response.status_code == 400, response.text
+    assert names in response.json()["error"], response.json()
+    assert_healthy(cnn_server)
+
+
+@pytest.mark.parametrize("encoding", ["json", "binary"])
+@pytest.mark.parametrize("request_id", [None, "", MISSING])
+def test_optional_v2_fields_may_be_null_or_absent(cnn_server: Server, encoding: str, request_id: Any) -> None:
+    body = with_field(("id",), request_id, binary_data=encoding == "binary")
+    body["parameters"] = body["outputs"] = body["inputs"][0]["parameters"] = None
+    if encoding == "binary":  # the tensor's binary_data_size lives in its parameters
+        body["inputs"][0]["data"] = X4.ravel().tolist()
+    response = cnn_server.client.post(f"/v2/models/{cnn_server.name}/infer", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert isinstance(answer["id"], str) and answer["id"]
+    assert {o["name"] for o in answer["outputs"]} == {"probabilities", "label"}

@@ -187,7 +187,7 @@ def test_broken_model_directory_fails_at_start(models_dir: Path, tmp_path: Path,
         (["--device", "tpu"], 2, "--device"),
         (["--dtype", "float16", "--device", "cpu"], 1, "needs CUDA"),
         (["--family", "nonsense"], 2, "unknown model family"),
-        (["--workers", "2"], 1, "--workers must be 1"),
+        (["--workers", "2"], 2, "--workers must be 1"),
     ],
     ids=["batch-size", "device", "fp16-on-cpu", "family", "workers"],
 )
