@@ -41,9 +41,25 @@ def test_build_stage_installs_torch_first_then_the_package():
     assert args["TORCH_INDEX_URL"].endswith("/whl/cpu")
     runs = [args for op, args in build if op == "RUN"]
     torch_run = next(i for i, r in enumerate(runs) if "TORCH_SPEC" in r)
-    package_run = next(i for i, r in enumerate(runs) if 'pip install "/app[storage,controller,transformers]"' in r)
+    package = 'pip install "/app[storage,controller,transformers]"'
+    package_run = next(i for i, r in enumerate(runs) if package in r)
     assert torch_run < package_run
+    assert "TORCH_SPEC" in runs[package_run], "the package's install must keep the torch installed first"
     assert ("WORKDIR", "/app") in build
+
+
+def test_image_installs_what_serving_imports_and_not_the_reference_model_extras():
+    """The `transformers` extra is what predictors/ imports for the transformer family; the
+    `reference` extra (sentence-transformers, the packaged MiniLM weights, scikit-learn) only
+    builds the reference models and stays out of the image."""
+    import tomllib
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    names = {req.split(">")[0].split("=")[0].split("<")[0].strip() for req in extras["transformers"]}
+    assert names == {"transformers", "tokenizers", "safetensors"}
+    runs = " ".join(args for op, args in instructions(0) if op == "RUN")
+    for unwanted in ("[dev", ",dev", "reference", "sentence-transformers", "scikit-learn"):
+        assert unwanted not in runs
 
 
 def test_dockerignore_keeps_what_the_build_copies():
