@@ -1,52 +1,57 @@
 #!/usr/bin/env bash
-# End-to-end check of maas on a local kind cluster:
-#   create the cluster, install cert-manager and KServe in Standard mode, build the predictor
-#   image and load it into kind, copy the example models onto a PVC, `helm install` the chart
-#   with one model per family, run `helm test`, port-forward each predictor and call it over
-#   V1, V2 and gRPC (scripts/call_model.py), then delete the cluster.
+# The README's "Deploy on Kubernetes", end to end on a local kind cluster.
 #
-# NOT RUN IN CI: kind needs a Docker (or Podman) engine, and the machines this project is
-# developed and tested on have none. The script is kept correct by reading kind's and KServe's
-# documentation (KServe's own hack/setup/quick-install scripts for the Helm chart names and
-# settings); run it on a workstation before a release.
+# Every command of that section's `<!-- readme: kind_e2e -->` blocks appears below verbatim and in
+# the README's order (tests/deploy/test_readme_deploy.py checks both), between the steps only kind
+# needs. The run: create a kind cluster; install cert-manager, Envoy Gateway (the Gateway API
+# ingress) and KServe in Standard mode; build the predictor image and load it into kind; copy the
+# reference models onto the PVC maas-models (scripts/models_to_pvc.sh); `helm install` the chart
+# with helm/examples/values-cpu.yaml and run `helm test`; call every model through the gateway
+# (curl, then scripts/call_model.py over V1 and V2) and over gRPC through a port-forward; apply the
+# plain manifests (manifests/) and call them; check the GPU and namespaced kustomizations with a
+# server-side dry run; remove everything; delete the cluster.
 #
-# Needs: docker, kind (v0.20+), kubectl, helm (v3.8+, for OCI charts), python3 with this project
-# installed (`pip install -e '.[dev]'`: the gRPC call uses the kserve package). The reference
-# models are trained into $MODELS_DIR when missing (scripts/reference_models.py) and one per
-# family goes onto the PVC as image/, sequence/, transformer/, generative/.
+# Where it differs from the README, and why:
+#   - REGISTRY=ghcr.io/maas-project: the image is built under its default name and loaded into
+#     kind with `kind load docker-image` (kind's equivalent of `docker push`), so the chart's and
+#     manifests/images/'s defaults name it unchanged.
+#   - No CUDA image and no GPU release (kind has no GPU): `kubectl apply --dry-run=server` checks
+#     manifests/gpu/ against the cluster's CRDs and KServe's webhooks instead.
+#   - It waits for each port-forward to open and stops it afterwards, and it calls every model,
+#     where the README shows one.
+#
+# NOT RUN IN CI: kind needs a Docker engine, and the machines this project is developed and tested
+# on have none. Kept right by reading kind's, KServe's (hack/setup), Envoy Gateway's and Helm's
+# documentation; run it on a workstation before a release.
+#
+# Needs: docker, kind (v0.20+), kubectl, helm (v3.8+: OCI charts), curl (7.76+: --fail-with-body),
+# python with this project installed (`pip install -e '.[dev]'`: the reference models are built
+# with it, and the gRPC call uses the kserve package), and the local ports 8000, 8080 and 8081 free.
 #
 # Settings (environment):
-#   CLUSTER=maas-e2e             kind cluster name
-#   KSERVE_VERSION=v0.21.0       KServe release (charts oci://ghcr.io/kserve/charts, 0.20+ names;
-#                                for 0.15-0.19 set KSERVE_RESOURCES_CHART=kserve)
-#   CERT_MANAGER_VERSION=v1.17.0
-#   MODELS_DIR=.models           the example model directories
-#   NAMESPACE=maas               namespace of the release and the models
-#   KEEP_CLUSTER=0               1 keeps the cluster after the run (for debugging)
+#   CLUSTER=maas-e2e    kind cluster name
+#   KEEP_CLUSTER=0      1 keeps the cluster after the run (for debugging)
 set -euo pipefail
 
 CLUSTER="${CLUSTER:-maas-e2e}"
-KSERVE_VERSION="${KSERVE_VERSION:-v0.21.0}"
-KSERVE_RESOURCES_CHART="${KSERVE_RESOURCES_CHART:-kserve-resources}"
-CERT_MANAGER_VERSION="${CERT_MANAGER_VERSION:-v1.17.0}"
-MODELS_DIR="${MODELS_DIR:-.models}"
-NAMESPACE="${NAMESPACE:-maas}"
 KEEP_CLUSTER="${KEEP_CLUSTER:-0}"
-IMAGE_REPOSITORY="maas-predictor"
-IMAGE_TAG="e2e"
-FAMILIES=(image sequence transformer generative)
-# the reference model that stands for each family on the PVC
-declare -A MODEL_OF=([image]=digits-cnn [sequence]=digits-lstm [transformer]=minilm [generative]=digits-vae)
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PORT_FORWARD_PID=""
+# The README's variables: NAMESPACE as the README sets it; REGISTRY: the image's default name.
+NAMESPACE=maas
+REGISTRY=ghcr.io/maas-project
+# The chart's models (helm/examples/values-cpu.yaml) and the plain manifests' (manifests/cpu/).
+CHART_MODELS=(digits digits-seq minilm digits-vae tiny-gpt)
+PLAIN_MODELS=(maas-image maas-sequence maas-transformer maas-generative)
+PORT_FORWARDS=()
 
 log() { printf '\n==> %s\n' "$*"; }
 die() { printf 'kind_e2e: %s\n' "$*" >&2; exit 1; }
 
 cleanup() {
-  if [[ -n "${PORT_FORWARD_PID}" ]]; then
-    kill "${PORT_FORWARD_PID}" 2>/dev/null || true
-  fi
+  local pid
+  for pid in "${PORT_FORWARDS[@]+"${PORT_FORWARDS[@]}"}"; do
+    kill "${pid}" 2>/dev/null || true
+  done
   if [[ "${KEEP_CLUSTER}" == "1" ]]; then
     log "keeping cluster ${CLUSTER} (kind delete cluster --name ${CLUSTER} removes it)"
   else
@@ -55,20 +60,36 @@ cleanup() {
   fi
 }
 
+port_is_open() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+wait_for_port() {
+  local port="$1" try
+  for try in $(seq 1 30); do
+    if port_is_open "${port}"; then
+      return 0
+    fi
+    sleep 1
+  done
+  die "port-forward to 127.0.0.1:${port} did not open (${try} tries)"
+}
+
+stop_port_forward() {
+  kill "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
 preflight() {
-  local tool
-  for tool in docker kind kubectl helm python3; do
+  local tool port
+  for tool in docker kind kubectl helm curl python; do
     command -v "${tool}" >/dev/null || die "${tool} is not installed"
   done
-  cd "${ROOT}"
-  local family
-  for family in "${FAMILIES[@]}"; do
-    if [[ ! -f "${MODELS_DIR}/${MODEL_OF[${family}]}/maas.yaml" ]]; then
-      log "training the reference models into ${MODELS_DIR}"
-      python3 scripts/reference_models.py --out "${MODELS_DIR}"
-      break
-    fi
+  python -c 'import kserve' 2>/dev/null || die "python cannot import kserve: pip install -e '.[dev]'"
+  for port in 8000 8080 8081; do
+    ! port_is_open "${port}" || die "local port ${port} is taken (the README's port-forwards use it)"
   done
+  cd "${ROOT}"
 }
 
 create_cluster() {
@@ -78,115 +99,125 @@ create_cluster() {
   kubectl config use-context "kind-${CLUSTER}"
 }
 
+# README step 1: cert-manager, Envoy Gateway, KServe in Standard mode with the Gateway API.
 install_kserve() {
-  log "installing cert-manager ${CERT_MANAGER_VERSION}"
-  kubectl apply -f "https://github.com/cert-manager/cert-manager/releases/download/${CERT_MANAGER_VERSION}/cert-manager.yaml"
+  log "installing cert-manager, Envoy Gateway and KServe"
+  kubectl apply -f https://github.com/cert-manager/cert-manager/releases/download/v1.17.0/cert-manager.yaml
   kubectl wait --for=condition=Available deployment --all -n cert-manager --timeout=300s
-
-  log "installing KServe ${KSERVE_VERSION} in Standard mode"
-  helm upgrade --install kserve-crd oci://ghcr.io/kserve/charts/kserve-crd \
-    --version "${KSERVE_VERSION}" --namespace kserve --create-namespace --wait
-  helm upgrade --install kserve "oci://ghcr.io/kserve/charts/${KSERVE_RESOURCES_CHART}" \
-    --version "${KSERVE_VERSION}" --namespace kserve --wait \
-    --set kserve.version="${KSERVE_VERSION}" \
-    --set kserve.controller.deploymentMode=Standard
-  kubectl wait --for=condition=Available deployment/kserve-controller-manager -n kserve --timeout=300s
+  helm install eg oci://docker.io/envoyproxy/gateway-helm --version v1.8.1 \
+    --namespace envoy-gateway-system --create-namespace --wait
+  helm install kserve-crd oci://ghcr.io/kserve/charts/kserve-crd --version v0.21.0 \
+    --namespace kserve --create-namespace --wait
+  helm install kserve oci://ghcr.io/kserve/charts/kserve-resources --version v0.21.0 \
+    --namespace kserve --wait \
+    --set kserve.controller.deploymentMode=Standard \
+    --set kserve.controller.gateway.ingressGateway.enableGatewayApi=true
+  kubectl apply -k manifests/ingress/
+  kubectl wait --for=condition=Accepted gateway/kserve-ingress-gateway -n kserve --timeout=300s
 }
 
+# README step 2: the image; kind loads it where the README pushes it.
 build_and_load_image() {
-  log "building ${IMAGE_REPOSITORY}:${IMAGE_TAG} and loading it into kind"
-  docker build -t "${IMAGE_REPOSITORY}:${IMAGE_TAG}" "${ROOT}"
-  kind load docker-image "${IMAGE_REPOSITORY}:${IMAGE_TAG}" --name "${CLUSTER}"
+  log "building ${REGISTRY}/maas-predictor:0.1.0 and loading it into kind"
+  docker build -t "$REGISTRY/maas-predictor:0.1.0" .
+  kind load docker-image "$REGISTRY/maas-predictor:0.1.0" --name "${CLUSTER}"
 }
 
+# README step 3: the PVC and the models on it.
 copy_models() {
-  log "copying ${MODELS_DIR} onto the PVC maas-models"
-  kubectl create namespace "${NAMESPACE}" --dry-run=client -o yaml | kubectl apply -f -
-  kubectl apply -n "${NAMESPACE}" -f - <<'EOF'
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata:
-  name: maas-models
-spec:
-  accessModes: [ReadWriteOnce]
-  resources:
-    requests:
-      storage: 5Gi
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: maas-models-loader
-spec:
-  containers:
-    - name: loader
-      image: busybox:1.36
-      command: ["sleep", "3600"]
-      volumeMounts:
-        - name: models
-          mountPath: /models
-  volumes:
-    - name: models
-      persistentVolumeClaim:
-        claimName: maas-models
-EOF
-  kubectl wait --for=condition=Ready pod/maas-models-loader -n "${NAMESPACE}" --timeout=180s
-  local family
-  for family in "${FAMILIES[@]}"; do
-    kubectl cp "${MODELS_DIR}/${MODEL_OF[${family}]}" "${NAMESPACE}/maas-models-loader:/models/${family}"
-  done
-  kubectl delete pod maas-models-loader -n "${NAMESPACE}" --wait
+  log "building the reference models (only what is missing) and copying them onto the PVC maas-models"
+  python scripts/reference_models.py --out .models
+  kubectl create namespace "$NAMESPACE"
+  kubectl apply -n "$NAMESPACE" -k manifests/models/
+  scripts/models_to_pvc.sh -n "$NAMESPACE" -c maas-models \
+    .models/digits-cnn=image .models/digits-lstm=sequence .models/minilm=transformer \
+    .models/digits-vae=generative .models/tiny-gpt=text-generation
 }
 
+# README step 4: the chart.
 install_chart() {
-  log "installing the maas chart"
-  local values
-  values="$(mktemp)"
-  {
-    echo "image: {repository: ${IMAGE_REPOSITORY}, tag: ${IMAGE_TAG}, pullPolicy: IfNotPresent}"
-    echo "runtime:"
-    echo "  resources: {requests: {cpu: 250m, memory: 1Gi}, limits: {cpu: '2', memory: 3Gi}}"
-    echo "defaults:"
-    echo "  deploymentMode: Standard"
-    echo "  autoscaling: {class: none, minReplicas: 1, maxReplicas: 1}"
-    echo "models:"
-    local family
-    for family in "${FAMILIES[@]}"; do
-      echo "  - {name: e2e-${family}, family: ${family}, storageUri: pvc://maas-models/${family}}"
-    done
-  } >"${values}"
-  helm upgrade --install maas "${ROOT}/helm/maas" --namespace "${NAMESPACE}" -f "${values}"
-  rm -f "${values}"
-  kubectl wait --for=condition=Ready inferenceservice --all -n "${NAMESPACE}" --timeout=900s
-  helm test maas --namespace "${NAMESPACE}" --timeout 5m
+  log "installing the chart with helm/examples/values-cpu.yaml"
+  helm install maas-examples helm/maas --namespace "$NAMESPACE" -f helm/examples/values-cpu.yaml \
+    --set image.repository="$REGISTRY/maas-predictor"
+  kubectl wait --for=condition=Ready inferenceservice --all -n "$NAMESPACE" --timeout=900s
+  helm test maas-examples --namespace "$NAMESPACE"
 }
 
-wait_for_port() {
-  local port="$1" try
-  for try in $(seq 1 30); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/${port}") 2>/dev/null; then
-      return 0
-    fi
-    sleep 1
-  done
-  die "port-forward to 127.0.0.1:${port} did not open (${try} tries)"
-}
-
+# README step 5: through the gateway with curl and call_model.py, then gRPC through a port-forward.
 call_models() {
-  local family name
-  for family in "${FAMILIES[@]}"; do
-    name="e2e-${family}"
-    log "calling ${name} over V1, V2 and gRPC"
-    kubectl port-forward -n "${NAMESPACE}" "service/${name}-predictor" 18080:80 18081:8081 >/dev/null &
-    PORT_FORWARD_PID=$!
-    wait_for_port 18080
-    wait_for_port 18081
-    python3 "${ROOT}/scripts/call_model.py" --model "${name}" \
-      --http http://127.0.0.1:18080 --grpc 127.0.0.1:18081
-    kill "${PORT_FORWARD_PID}"
-    wait "${PORT_FORWARD_PID}" 2>/dev/null || true
-    PORT_FORWARD_PID=""
+  log "calling digits through the gateway"
+  # Not in the README: the proxy Deployment Envoy Gateway made for the Gateway is up.
+  kubectl wait --for=condition=Available deployment -n envoy-gateway-system \
+    -l gateway.envoyproxy.io/owning-gateway-name=kserve-ingress-gateway --timeout=300s
+  GATEWAY_SERVICE=$(kubectl get service -n envoy-gateway-system \
+    -l gateway.envoyproxy.io/owning-gateway-name=kserve-ingress-gateway -o jsonpath='{.items[0].metadata.name}')
+  kubectl port-forward -n envoy-gateway-system "service/$GATEWAY_SERVICE" 8000:80 &
+  PORT_FORWARDS+=("$!")
+  wait_for_port 8000
+  HOST=$(kubectl get inferenceservice digits -n "$NAMESPACE" -o jsonpath='{.status.url}' | cut -d/ -f3)
+  curl -sS --fail-with-body -H "Host: $HOST" http://127.0.0.1:8000/v1/models/digits
+  curl -sS --fail-with-body -H "Host: $HOST" http://127.0.0.1:8000/v2/models/digits/ready
+  curl -sS --fail-with-body -H "Host: $HOST" http://127.0.0.1:8000/v2/models/digits
+  curl -sS --fail-with-body -H "Host: $HOST" -H 'Content-Type: application/json' \
+    -d @.models/digits-cnn/example-v2.json http://127.0.0.1:8000/v2/models/digits/infer
+  echo
+  python scripts/call_model.py --model digits --http http://127.0.0.1:8000 --host "$HOST"
+
+  log "calling digits over gRPC through a port-forward"
+  kubectl port-forward -n "$NAMESPACE" service/digits-predictor 8080:80 8081:8081 &
+  local grpc_forward="$!"
+  PORT_FORWARDS+=("${grpc_forward}")
+  wait_for_port 8080
+  wait_for_port 8081
+  python scripts/call_model.py --model digits --http http://127.0.0.1:8080 --grpc 127.0.0.1:8081
+  stop_port_forward "${grpc_forward}"
+
+  local model
+  for model in "${CHART_MODELS[@]}"; do
+    call_through_gateway "${model}"
+    call_over_grpc "${model}"
   done
+}
+
+call_through_gateway() {
+  local model="$1" host
+  log "calling ${model} through the gateway (V1, V2)"
+  host=$(kubectl get inferenceservice "${model}" -n "$NAMESPACE" -o jsonpath='{.status.url}' | cut -d/ -f3)
+  python scripts/call_model.py --model "${model}" --http http://127.0.0.1:8000 --host "${host}"
+}
+
+call_over_grpc() {
+  local model="$1" forward
+  log "calling ${model} over V1, V2 and gRPC through a port-forward"
+  kubectl port-forward -n "$NAMESPACE" "service/${model}-predictor" 8080:80 8081:8081 >/dev/null &
+  forward="$!"
+  PORT_FORWARDS+=("${forward}")
+  wait_for_port 8080
+  wait_for_port 8081
+  python scripts/call_model.py --model "${model}" --http http://127.0.0.1:8080 --grpc 127.0.0.1:8081
+  stop_port_forward "${forward}"
+}
+
+# README step 6: the plain manifests (the maas ClusterServingRuntime and four CPU models).
+apply_manifests() {
+  log "applying the plain manifests"
+  kubectl apply -n "$NAMESPACE" -k manifests/
+  kubectl wait --for=condition=Ready inferenceservice --all -n "$NAMESPACE" --timeout=900s
+  local model
+  for model in "${PLAIN_MODELS[@]}"; do
+    call_through_gateway "${model}"
+  done
+  log "server-side dry run of manifests/gpu/ and manifests/namespaced/ (kind has no GPU)"
+  kubectl apply --dry-run=server -n "$NAMESPACE" -k manifests/gpu/
+  kubectl apply --dry-run=server -n "$NAMESPACE" -k manifests/namespaced/
+}
+
+# README step 7: remove what the steps installed.
+remove() {
+  log "removing the models, the release and the PVC"
+  kubectl delete -n "$NAMESPACE" -k manifests/
+  helm uninstall maas-examples --namespace "$NAMESPACE"
+  kubectl delete -n "$NAMESPACE" -k manifests/models/
 }
 
 main() {
@@ -197,7 +228,9 @@ main() {
   copy_models
   install_chart
   call_models
-  log "all models answered over V1, V2 and gRPC"
+  apply_manifests
+  remove
+  log "every README step ran; every model answered over V1, V2 and gRPC"
 }
 
 main "$@"

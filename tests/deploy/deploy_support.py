@@ -1,7 +1,7 @@
 """Shared pieces of the deployment tests: rendering the chart, and validators.
 
-Kubernetes' own kinds are checked with kubernetes-validate (strict); KServe and Prometheus
-Operator kinds with the project's schema, tests/deploy/kserve-schema.yaml. The embedded pod
+Kubernetes' own kinds are checked with kubernetes-validate (strict); KServe, Gateway API, Istio
+and Prometheus Operator kinds with the project's schema, tests/deploy/kserve-schema.yaml. The embedded pod
 parts of those (containers, volumes, tolerations, affinity) are wrapped in a Pod and checked by
 kubernetes-validate too, so nothing we write goes unchecked.
 """
@@ -32,6 +32,8 @@ PROJECT_KINDS = {
     "ServiceMonitor",
     "RequestAuthentication",
     "AuthorizationPolicy",
+    "GatewayClass",
+    "Gateway",
 }
 
 Obj = dict[str, Any]
@@ -94,7 +96,7 @@ def _pod_parts(obj: Obj) -> Iterator[tuple[str, Obj]]:
     elif obj["kind"] == "InferenceService":
         predictors = [spec["predictor"]] + [c["predictor"] for c in spec.get("canary", [])]
         for predictor in predictors:
-            container = {"name": "kserve-container", "image": "predictor"}
+            container = {"name": "kserve-container", "image": predictor["model"].get("image", "predictor")}
             for key in ("env", "resources"):
                 if key in predictor["model"]:
                     container[key] = predictor["model"][key]
@@ -122,6 +124,15 @@ def check_object(obj: Obj) -> None:
 
 
 FAMILIES = ("image", "sequence", "transformer", "generative")
+# The folders of the PVC maas-models the examples read (manifests/, helm/examples/), and the
+# reference model (scripts/reference_models.py) the README's step 3 copies into each.
+MODEL_FOLDERS = {
+    "image": "digits-cnn",
+    "sequence": "digits-lstm",
+    "transformer": "minilm",
+    "generative": "digits-vae",
+    "text-generation": "tiny-gpt",
+}
 
 
 def check_maas_runtime(runtime: Obj, *, grpc: bool = True) -> None:

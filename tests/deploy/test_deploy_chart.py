@@ -471,7 +471,7 @@ def test_notes_tell_how_to_call_each_model(render):
         assert f"/v1/models/{name}" in notes
         assert f"/v2/models/{name}/infer" in notes
         assert f"service/{name}-predictor 8080:80 8081:8081" in notes
-        assert f'{{"name": "{name}"}}' in notes  # the gRPC ModelReady call
+        assert f"--model {name} --http http://127.0.0.1:8080 --grpc 127.0.0.1:8081" in notes  # gRPC
     assert "helm test demo -n ml" in notes
 
 
