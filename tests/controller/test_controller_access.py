@@ -12,30 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 from controller_fakes.kserve import NS
-from controller_fakes.kube_api import FakeApiServer
+from controller_fakes.kube_api import FakeApiServer, write_kubeconfig
 from maas_controller.cli import build_parser, main
 from maas_controller.errors import EXIT_CODES, ExitCode
 from maas_controller.kube import describe_transport_error
 
 LAUNCHER = Path(__file__).resolve().parents[2] / "scripts" / "controller.py"
-
-
-def write_kubeconfig(path: Path, server: str) -> str:
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "fake",
-                "clusters": [{"name": "fake", "cluster": {"server": server}}],
-                "users": [{"name": "me", "user": {"token": "t"}}],
-                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "me"}}],
-            }
-        )
-    )
-    return str(path)
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from controller_fakes.kserve import NS
-from controller_fakes.kube_api import FakeApiServer
+from controller_fakes.kube_api import FakeApiServer, write_kubeconfig
 from controller_fakes.prometheus import FakePrometheus
 from maas_controller.cli import main
 
@@ -21,20 +21,7 @@ LAUNCHER = Path(__file__).resolve().parents[2] / "scripts" / "controller.py"
 
 @pytest.fixture
 def kubeconfig(api: FakeApiServer, kserve, tmp_path: Path) -> str:
-    path = tmp_path / "kubeconfig"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "fake",
-                "clusters": [{"name": "fake", "cluster": {"server": api.url}}],
-                "users": [{"name": "me", "user": {"token": "t"}}],
-                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "me"}}],
-            }
-        )
-    )
-    return str(path)
+    return write_kubeconfig(tmp_path / "kubeconfig", api.url)
 
 
 @pytest.fixture

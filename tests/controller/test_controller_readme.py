@@ -33,9 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from controller_fakes.kserve import ISVC, NS, FakeKServe
-from controller_fakes.kube_api import FakeApiServer
+from controller_fakes.kube_api import FakeApiServer, write_kubeconfig
 from controller_fakes.prometheus import FakePrometheus
 
 from tests.readme_blocks import ROOT, blocks
@@ -57,23 +56,11 @@ class Cluster:
 
     def __init__(self, api: FakeApiServer, tmp_path: Path) -> None:
         self.api = api
-        kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "current-context": "fake",
-                    "clusters": [{"name": "fake", "cluster": {"server": api.url}}],
-                    "users": [{"name": "me", "user": {"token": "t"}}],
-                    "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "me"}}],
-                }
-            )
-        )
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", api.url)
         self.env = {
             **os.environ,
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",  # the venv's python
-            "KUBECONFIG": str(kubeconfig),
+            "KUBECONFIG": kubeconfig,
             "KUBECACHEDIR": str(tmp_path / "kube-cache"),
         }
         for leaked in ("KUBERNETES_SERVICE_HOST", "MAAS_NAMESPACE"):  # in a pod: not its in-cluster config

@@ -314,6 +314,22 @@ class FakeApiServer(JsonServer):
         return copy.deepcopy(new)
 
 
+def write_kubeconfig(path: Any, server: str) -> str:
+    """A kubeconfig at ``path`` whose current context talks to ``server`` with a token."""
+    import yaml
+
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "fake",
+        "clusters": [{"name": "fake", "cluster": {"server": server}}],
+        "users": [{"name": "me", "user": {"token": "t"}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "me"}}],
+    }
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
 def api_client(url: str) -> Any:
     """An official-client ``ApiClient`` talking to the fake server at ``url``."""
     from kubernetes import client
