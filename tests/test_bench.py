@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,3 +118,86 @@ def test_the_grpc_floor_is_what_a_do_nothing_server_leaves_of_raw() -> None:
     assert floor["share_of_max"] == pytest.approx(0.625 * 1.2)
     assert grpc_floor({**summary, "extras": []})["share_of_max"] is None  # type: ignore[index]
     assert grpc_floor({"load_generator_capacity": [], "raw": {}}) is None
+
+
+def _row(contender: str, transport: str, concurrency: int, items_per_s: float) -> dict[str, Any]:
+    """One synthetic one-image digits-cnn result, p50 and p99 following from the rate."""
+    return {
+        "workload": "digits-cnn",
+        "contender": contender,
+        "transport": transport,
+        "concurrency": concurrency,
+        "items_per_request": 1,
+        "items_per_s": items_per_s,
+        "p50_ms": 1000 * concurrency / items_per_s,
+        "p99_ms": 2000 * concurrency / items_per_s,
+        "requests": int(items_per_s),
+        "errors": 0,
+        "first_error": "",
+    }
+
+
+def test_maas_as_a_user_runs_it_sits_beside_the_tuned_maas() -> None:
+    """The defaults and the access log, each against what it is compared with: the defaults against
+    the tuned maas (what the tuning buys), the access log against the defaults (what it costs)."""
+    from maas_bench.report import as_a_user
+
+    rows = [
+        _row("maas", "v2-binary", 64, 6_000.0),
+        _row("maas-defaults", "v2-binary", 64, 5_400.0),
+        _row("maas-access-log", "v2-binary", 64, 4_860.0),
+        _row("noop", "v2-binary", 64, 7_000.0),
+        _row("maas", "grpc", 64, 3_000.0),
+        _row("maas-defaults", "grpc", 64, 3_000.0),  # no access-log run: no entry
+    ]
+    [entry] = as_a_user(rows)
+    assert {k: entry[k] for k in ("workload", "transport", "concurrency")} == {
+        "workload": "digits-cnn",
+        "transport": "v2-binary",
+        "concurrency": 64,
+    }
+    assert entry["defaults_over_maas"] == pytest.approx(0.9)
+    assert entry["access_log_over_defaults"] == pytest.approx(0.9)
+    assert entry["maas-access-log"] == {
+        "items_per_s": 4_860.0,
+        "p50_ms": pytest.approx(64_000 / 4_860),
+        "p99_ms": pytest.approx(128_000 / 4_860),
+    }
+    assert set(entry) >= {"maas", "maas-defaults", "maas-access-log"}
+    assert as_a_user([_row("maas", "grpc", 1, 1_000.0)]) == []
+
+
+def test_the_report_prints_and_keeps_the_defaults_and_the_access_logs_cost() -> None:
+    from maas_bench.cli import Plan, Result
+    from maas_bench.report import build, table
+
+    plan = Plan([1, 64], 0.8, 0.2, 1, 0, 1, "cpu")
+    results = [
+        Result(**_row(kind, transport, c, rate * (1 if c == 64 else 0.25)))
+        for transport in ("v2-json", "v2-binary", "grpc")
+        for c in (1, 64)
+        for kind, rate in (("maas", 6_000.0), ("maas-defaults", 5_700.0), ("maas-access-log", 5_130.0))
+    ]
+    machine = {
+        "cores": 2,
+        "cpu": "test",
+        "python": "3",
+        "versions": {},
+        "placement": {"server_and_raw_core": 0, "load_generator_core": 1},
+        "loop": "closed",
+        "device": "cpu",
+    }
+    summary = build(machine, plan, results, [], [], {}, {}, 1.0)
+    assert len(summary["as_a_user"]) == 6
+    assert summary["ratios"] and all(r["transport"] for r in summary["ratios"])  # the tuned maas, as before
+    top = [e for e in summary["as_a_user"] if e["concurrency"] == 64]
+    assert [e["defaults_over_maas"] for e in top] == pytest.approx([0.95] * 3)
+    assert [e["access_log_over_defaults"] for e in top] == pytest.approx([0.9] * 3)
+    json.dumps(summary, default=str)  # it goes to the JSON file as it is
+    printed = table(summary)
+    assert "maas as a user runs it" in printed
+    assert "the access log's cost at c=64 (1 - log on/defaults): v2-json 10.0%, v2-binary 10.0%, grpc 10.0%" in printed
+    below = printed.split("maas as a user runs it", 1)[1].splitlines()
+    line = next(x for x in below if x.split()[:3] == ["digits-cnn", "grpc", "64"])
+    assert line.split()[3::3][:3] == ["6000", "5700", "5130"]  # tuned, defaults, log on: items/s
+    assert line.split()[-2:] == ["0.95", "0.90"]

@@ -12,7 +12,7 @@ def progress(r: Any) -> str:
     p99 = f"{r.p99_ms:.2f}" if r.p99_ms is not None else "-"
     errors = f"  ERRORS {r.errors}: {r.first_error}" if r.errors else ""
     return (
-        f"{r.workload:>15} {r.contender:>7} {r.transport:>9} c={r.concurrency:<3} "
+        f"{r.workload:>15} {r.contender:>15} {r.transport:>9} c={r.concurrency:<3} "
         f"{r.items_per_s:10.0f} items/s  p50 {p50:>7} ms  p99 {p99:>7} ms{errors}"
     )
 
@@ -54,9 +54,35 @@ def build(
         "cold_start_s": cold,
         "ratios": ratios,
     }
+    summary["as_a_user"] = as_a_user(rows)
     summary["bars"] = bars(summary)
     summary["grpc_floor"] = grpc_floor(summary)
     return summary
+
+
+AS_A_USER = ("maas", "maas-defaults", "maas-access-log")  # tuned, as a user runs it, access log on
+
+
+def as_a_user(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """maas tuned, with its defaults and with the access log on, side by side per transport and
+    concurrency (where all three ran): items/s, p50 and p99 of each, ``defaults_over_maas`` (what
+    the benchmark's tuning buys) and ``access_log_over_defaults`` (what the access log costs)."""
+    out = []
+    for row in rows:
+        if row["contender"] != "maas-defaults":
+            continue
+        key = {k: row[k] for k in ("workload", "transport", "concurrency")}
+        found = [_find(rows, contender=kind, **key) for kind in AS_A_USER]
+        if any(r is None for r in found):
+            continue
+        entry: dict[str, Any] = {**key}
+        for kind, r in zip(AS_A_USER, found, strict=True):
+            entry[kind] = {name: r[name] for name in ("items_per_s", "p50_ms", "p99_ms")} if r else {}
+        tuned, defaults, logged = (entry[kind]["items_per_s"] for kind in AS_A_USER)
+        entry["defaults_over_maas"] = defaults / tuned if tuned else None
+        entry["access_log_over_defaults"] = logged / defaults if defaults else None
+        out.append(entry)
+    return out
 
 
 def grpc_floor(s: dict) -> dict | None:  # type: ignore[type-arg]
@@ -147,6 +173,7 @@ def table(s: dict) -> str:  # type: ignore[type-arg]
             f"{maas['p50_ms'] or 0:9.2f} {maas['p99_ms'] or 0:9.2f} {r.get('maas_over_raw', 0):6.2f} "
             f"{r.get('maas_over_noop', 0):6.2f} {r.get('maas_over_naive', 0):7.2f}"
         )
+    lines += as_a_user_table(s.get("as_a_user", []), max(s["plan"]["concurrency"]))
     if s["extras"]:
         lines.append("")
         for r in s["extras"]:
@@ -177,6 +204,36 @@ def table(s: dict) -> str:  # type: ignore[type-arg]
     return "\n".join(lines)
 
 
+def as_a_user_table(entries: list[dict[str, Any]], top: int) -> list[str]:
+    """Lines for maas tuned, with its defaults and with the access log on, and the two ratios."""
+    if not entries:
+        return []
+    lines = [
+        "",
+        "maas as a user runs it (defaults: python -m predictors --model_dir --http_port --grpc_port; "
+        "access log: the same with --access_log true)",
+        f"{'workload':>15} {'transport':>9} {'c':>3} "
+        + " ".join(f"{name + '/s':>10} {'p50':>6} {'p99':>6}" for name in ("tuned", "defaults", "log on"))
+        + f" {'def/tuned':>9} {'log/def':>7}",
+    ]
+    for e in entries:
+        cells = " ".join(
+            f"{e[kind]['items_per_s']:10.0f} {e[kind]['p50_ms'] or 0:6.2f} {e[kind]['p99_ms'] or 0:6.2f}"
+            for kind in AS_A_USER
+        )
+        lines.append(
+            f"{e['workload']:>15} {e['transport']:>9} {e['concurrency']:>3} {cells} "
+            f"{e['defaults_over_maas'] or 0:9.2f} {e['access_log_over_defaults'] or 0:7.2f}"
+        )
+    costs = [e for e in entries if e["concurrency"] == top and e["access_log_over_defaults"]]
+    if costs:
+        lines.append(
+            f"the access log's cost at c={top} (1 - log on/defaults): "
+            + ", ".join(f"{e['transport']} {1 - e['access_log_over_defaults']:.1%}" for e in costs)
+        )
+    return lines
+
+
 def plot(s: dict, path: Path) -> Path:  # type: ignore[type-arg]
     import matplotlib
 
@@ -191,7 +248,13 @@ def plot(s: dict, path: Path) -> Path:  # type: ignore[type-arg]
     for i, workload in enumerate(workloads):
         for j, transport in enumerate(transports):
             ax = axes[i][j]
-            for contender, style in (("maas", "o-"), ("noop", "s--"), ("naive", "^:")):
+            for contender, style in (
+                ("maas", "o-"),
+                ("maas-defaults", "d-."),
+                ("maas-access-log", "x-."),
+                ("noop", "s--"),
+                ("naive", "^:"),
+            ):
                 rows = sorted(
                     (
                         r

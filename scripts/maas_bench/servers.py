@@ -32,8 +32,20 @@ def pinned(core: int | None):  # type: ignore[no-untyped-def]
     return lambda: os.sched_setaffinity(0, {core})
 
 
-def env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{SCRIPTS}", "PYTHONUNBUFFERED": "1"}
+def env(kind: str = "") -> dict[str, str]:
+    """The children's environment; maas as a user runs it gets no ``MAAS_*`` setting from ours."""
+    base = {k: v for k, v in os.environ.items() if not (kind in AS_A_USER and k.startswith("MAAS_"))}
+    return {**base, "PYTHONPATH": f"{ROOT}{os.pathsep}{SCRIPTS}", "PYTHONUNBUFFERED": "1"}
+
+
+# maas as a user runs it: ``python -m predictors --model_dir DIR --http_port P --grpc_port G`` and
+# nothing else (maas's own log config, threads, batch size and latency logging), then the same with
+# the access log on. Each is still pinned to the server core: placement is the harness's, the same
+# for every contender, not a maas setting (on one core maas's default torch threads come to 1).
+AS_A_USER: dict[str, list[str]] = {
+    "maas-defaults": [],
+    "maas-access-log": ["--access_log", "true"],
+}
 
 
 def quiet_log_config(folder: Path) -> Path:
@@ -97,6 +109,9 @@ def command(
         "--log_config_file",
         str(log_config),
     ]
+    if kind in AS_A_USER:
+        ports = ["--http_port", str(http_port), "--grpc_port", str(grpc_port)]
+        return [sys.executable, "-m", "predictors", "--model_dir", str(model_dir), *ports, *AS_A_USER[kind]]
     if kind == "naive":
         return [sys.executable, "-m", "maas_bench.naive", "--model_dir", str(model_dir), *common]
     if kind == "trivial":
@@ -137,14 +152,15 @@ def start(
     timeout: float = 180,
     **options: object,
 ) -> Served:
-    """Start a contender and wait until its model (or, for trivial, its port) is ready."""
+    """Start a contender and wait until its model (or, for trivial, its port) is ready; ``name`` is
+    the model's endpoint name (maas as a user runs it takes its model config's)."""
     http_port, grpc_port = free_port(), free_port()
     log = tempfile.NamedTemporaryFile(prefix=f"bench-{kind}-", suffix=".log", delete=False)  # noqa: SIM115
     started = time.perf_counter()
     proc = subprocess.Popen(
         command(kind, model_dir, name, http_port, grpc_port, log_config, **options),  # type: ignore[arg-type]
         cwd=ROOT,
-        env=env(),
+        env=env(kind),
         stdout=log,
         stderr=subprocess.STDOUT,
         preexec_fn=pinned(core),
