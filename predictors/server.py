@@ -9,6 +9,7 @@ kserve's own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import logging
 import socket
@@ -18,6 +19,7 @@ from fastapi import FastAPI
 from kserve import ModelServer
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.rest.server import RESTServer
+from kserve.utils.inference_client_factory import InferenceClientFactory
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -25,12 +27,31 @@ from starlette.routing import Route
 from predictors.errors import REPOSITORY_REFUSAL, ConfigError, Forbidden, NotReady, PredictorError
 from predictors.front import InferenceFront, error_response, registered_model
 from predictors.grpc_service import MaasGRPCServer
-from predictors.listen import check_free, listen
+from predictors.listen import accept_queue_length, check_free, listen, listening_sockets, refuse_new_connections
 from predictors.memory import freeze_loaded_heap
 from predictors.responses import JSONResponse, quiet_kserve_warnings
 
 logger = logging.getLogger("maas")
 LINGER = 0.25  # seconds a just-accepted connection has to send its request during shutdown
+SETTLE = 0.1  # seconds the accept queue stays empty before the listener closes (handshakes in flight)
+EMPTYING_LIMIT = 5.0  # seconds at most to empty the accept queue
+
+
+async def accept_queue_emptied(sock: socket.socket) -> bool:
+    """Wait while the event loop accepts ``sock``'s queued connections, until the queue has stayed
+    empty ``SETTLE`` seconds (True) or ``EMPTYING_LIMIT`` has passed (False)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + EMPTYING_LIMIT
+    empty_since: float | None = None
+    while loop.time() < deadline:
+        if accept_queue_length(sock):
+            empty_since = None
+        elif empty_since is None:
+            empty_since = loop.time()
+        elif loop.time() - empty_since >= SETTLE:
+            return True
+        await asyncio.sleep(0.01)
+    return False
 
 
 def path_model(dataplane: DataPlane, request: Request) -> Any:
@@ -192,6 +213,8 @@ class MaasModelServer(ModelServer):
         self.dataplane = MaasDataPlane(model_registry=self.registered_models)
         self.http_socket: socket.socket | None = None
         self.load_error: BaseException | None = None
+        self._grpc_listeners: list[socket.socket] = []  # duplicates of gRPC's own, to drain them
+        self._stopping: asyncio.Task[None] | None = None
 
     def listen(self) -> None:
         """Take the HTTP port and check the gRPC port is free, before anything else starts
@@ -250,26 +273,83 @@ class MaasModelServer(ModelServer):
         """Put draining in front of uvicorn's signal handling (a second signal stops at once).
 
         Order: not ready at once; serve on for ``drain_delay`` (answers say ``connection: close``);
-        stop accepting connections; give connections just accepted ``LINGER`` seconds to deliver
-        their request; then uvicorn's own shutdown finishes what is in flight."""
+        refuse new connections and accept those already queued (``_close_listeners``); give
+        connections just accepted ``LINGER`` seconds to deliver their request; then uvicorn's own
+        shutdown finishes what is in flight, and gRPC stops after it (``stop``)."""
         stop = uvicorn_server.handle_exit
         dataplane = self.dataplane
         assert isinstance(dataplane, MaasDataPlane)
+        closing: set[asyncio.Task[None]] = set()
 
-        def close_listeners(sig: int, frame: Any) -> None:
-            for listener in getattr(uvicorn_server, "servers", []):
-                listener.close()
-            asyncio.get_running_loop().call_later(LINGER, stop, sig, frame)
+        async def drain(sig: int, frame: Any) -> None:
+            await self._close_listeners(uvicorn_server)
+            await asyncio.sleep(LINGER)
+            if not uvicorn_server.should_exit:  # (a second signal has stopped it already)
+                stop(sig, frame)
+
+        def start_closing(sig: int, frame: Any) -> None:
+            task = asyncio.get_running_loop().create_task(drain(sig, frame))
+            closing.add(task)
+            task.add_done_callback(closing.discard)
+
+        def start_draining(sig: int, frame: Any) -> None:
+            logger.info("signal %s: not ready; serving on for %.1fs, then draining", sig, self.drain_delay)
+            asyncio.get_running_loop().call_later(self.drain_delay, start_closing, sig, frame)
 
         def handle_exit(sig: int, frame: Any) -> None:
+            # A signal handler runs between any two bytecodes of the loop's own code, a heap push
+            # of its timers included: it only sets flags and hands the rest to the loop.
             if dataplane.draining:
                 stop(sig, frame)
                 return
             dataplane.draining = True
-            logger.info("signal %s: not ready; serving on for %.1fs, then draining", sig, self.drain_delay)
-            asyncio.get_running_loop().call_later(self.drain_delay, close_listeners, sig, frame)
+            asyncio.get_running_loop().call_soon_threadsafe(start_draining, sig, frame)
 
         uvicorn_server.handle_exit = handle_exit
+
+    async def _close_listeners(self, uvicorn_server: Any) -> None:
+        """Close the HTTP listener without resetting a connection: closing a listening socket
+        resets every connection still in its accept queue (requests already sent on them included),
+        and clients that connect straight to the pod keep filling it. So new connection attempts
+        are dropped first (the client's retry, a second later, is refused), the queue is accepted
+        until it has stayed empty ``SETTLE`` seconds (handshakes under way complete meanwhile), and
+        only then does the listener close. Where this cannot be done (not Linux) it closes at once.
+
+        The gRPC listener refuses new connections from now on too; it closes when gRPC stops."""
+        if self.enable_grpc:
+            self._grpc_listeners = [s for s in listening_sockets(self.grpc_port) if refuse_new_connections(s)]
+        sock = self.http_socket
+        if sock is not None and refuse_new_connections(sock):
+            logger.info("refusing new connections; closing the HTTP listener once its queue is accepted")
+            if not await accept_queue_emptied(sock):
+                logger.warning("accept queue not empty after %.0fs: closing it anyway", EMPTYING_LIMIT)
+        for listener in getattr(uvicorn_server, "servers", []):
+            listener.close()
+
+    def stop(self, sig: int) -> None:
+        """kserve's signal handler, called again once the REST server has drained: stop gRPC,
+        then unload the model (kserve's own ``stop`` unloads it first, and gRPC calls still
+        arriving get NOT_FOUND). A signal handler: it hands the work to the loop."""
+        with contextlib.suppress(RuntimeError):  # (no loop running: not serving, yet or any more)
+            asyncio.get_running_loop().call_soon_threadsafe(self._start_stopping)
+
+    def _start_stopping(self) -> None:
+        if self._stopping is None:
+            self._stopping = asyncio.get_running_loop().create_task(self._stop_grpc_then_unload())
+
+    async def _stop_grpc_then_unload(self) -> None:
+        """Stop gRPC within the grace period once its listener's queue is accepted (gRPC's core
+        accepts on threads of its own), then unload the models."""
+        await InferenceClientFactory().close()
+        grpc_server = getattr(self._grpc_server, "_server", None)
+        if grpc_server is not None:
+            await asyncio.gather(*(accept_queue_emptied(sock) for sock in self._grpc_listeners))
+            logger.info("stopping the gRPC server (grace %ss)", self.grace_period)
+            await grpc_server.stop(self.grace_period)
+        for sock in self._grpc_listeners:
+            sock.close()
+        for name in list(self.registered_models.get_models()):
+            self.registered_models.unload(name)
 
     async def _load(self, models: list[Any]) -> None:
         """Load every model off the event loop (requests for it are refused meanwhile: said once,
