@@ -48,8 +48,21 @@ MSG
     --http_port "$HTTP_PORT" --grpc_port "$GRPC_PORT" "$@"
 }
 
+# tests/observability runs a real Prometheus: Debian's package brings prometheus and promtool
+observability_tools() {
+  if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo "==> installing prometheus and promtool (tests/observability runs them)"
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+    else
+      echo "==> prometheus/promtool not found and not root: tests/observability will skip (apt-get install prometheus)" >&2
+    fi
+  fi
+}
+
 run_tests() {
   setup
+  observability_tools
   echo "==> ruff and mypy"
   ruff check .
   mypy

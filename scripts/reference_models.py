@@ -619,7 +619,8 @@ def plan(requested: list[str], out: Path, key: str, force: bool) -> list[list[st
     return [[n for n in group if n in stale] for group in GROUPS if stale.intersection(group)]
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The script's options; building it has no side effects."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="folder to write model directories into")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {list(BUILDERS)}")
@@ -630,6 +631,11 @@ def main(argv: list[str] | None = None) -> int:
         "--jobs", type=int, default=2, help="build processes run side by side (1: one after another)"
     )
     parser.add_argument("--force", action="store_true", help="rebuild even the models that are up to date")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     names = [n for n in args.only.split(",") if n] or list(BUILDERS)
     unknown = set(names) - set(BUILDERS)

@@ -33,6 +33,18 @@ def _bench_codec() -> argparse.ArgumentParser:
     return build_parser()
 
 
+def _render_panel() -> argparse.ArgumentParser:
+    from render_panel import build_parser
+
+    return build_parser()
+
+
+def _reference_models() -> argparse.ArgumentParser:
+    from reference_models import build_parser
+
+    return build_parser()
+
+
 def _server() -> argparse.ArgumentParser:
     argv = sys.argv
     sys.argv = [argv[0]]  # importing kserve parses sys.argv
@@ -59,6 +71,8 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "bench.py": _bench,
     "call_model.py": _call_model,
     "bench_codec.py": _bench_codec,
+    "render_panel.py": _render_panel,
+    "reference_models.py": _reference_models,
     "python -m predictors": _server,
 }
 
