@@ -28,6 +28,7 @@ from predictors.errors import REPOSITORY_REFUSAL, ConfigError, Forbidden, NotRea
 from predictors.front import InferenceFront, error_response, registered_model
 from predictors.grpc_service import MaasGRPCServer
 from predictors.listen import accept_queue_length, check_free, listen, listening_sockets, refuse_new_connections
+from predictors.loop import describe, run
 from predictors.memory import freeze_loaded_heap
 from predictors.responses import JSONResponse, quiet_kserve_warnings
 
@@ -265,7 +266,7 @@ class MaasModelServer(ModelServer):
             self.servers.append(self._grpc_server.start(self.max_threads))
         self.servers.append(self._load(models))
         self.register_signal_handler()
-        asyncio.run(self._serve())
+        run(self._serve(), self.event_loop)
         if self.load_error is not None:
             raise self.load_error
 
@@ -355,6 +356,7 @@ class MaasModelServer(ModelServer):
         """Load every model off the event loop (requests for it are refused meanwhile: said once,
         here, not per request); a failure stops the servers and ``start`` raises it."""
         loop = asyncio.get_running_loop()
+        logger.info("event loop: %s (--event-loop %s)", describe(loop), self.event_loop)
         try:
             for model in models:
                 logger.info("refusing requests for %s until it is ready (loading)", model.name)
