@@ -95,6 +95,9 @@ class GenerationOptions(BaseModel):
     max_new_tokens_limit: int = Field(512, ge=1)
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
+    # continuous: sequences join and leave the running batch at every step (engine.py); static: a
+    # batch of requests generates together until its longest text is done (sampling.py)
+    engine: Literal["continuous", "static"] = "continuous"
 
     @model_validator(mode="after")
     def _within_limit(self) -> GenerationOptions:

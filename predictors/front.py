@@ -6,7 +6,8 @@ exit-stack middlewares, then routing over some forty routes) costs a request mor
 64-image binary tensor does; ``POST /v2/models/{name}[/versions/{v}]/infer`` skips it. Every
 inference request, V1 (through FastAPI) and V2 alike, is counted and timed on ``/metrics``, held to
 the body limit, and dropped from the batch queue when its client goes before the answer; while
-the server drains, every answer says ``connection: close``.
+the server drains, every answer says ``connection: close``. The OpenAI-compatible API
+(``/openai/v1/...``) is answered here too (``predictors.openai_api``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from predictors import metrics
 from predictors.base import MaasModel, RawV2
 from predictors.errors import NotFound, NotReady, PayloadTooLarge, PredictorError, http_status_of
 from predictors.metrics import CLIENT_CLOSED, UNKNOWN_MODEL
+from predictors.openai_api import OpenAIFront
 from predictors.responses import JSONResponse
 from predictors.v2 import HEADER_LENGTH
 
@@ -72,6 +74,7 @@ class InferenceFront:
         self.app = app
         self.dataplane = dataplane
         self.max_body_bytes = max_body_bytes
+        self.openai = OpenAIFront(dataplane, max_body_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -84,6 +87,8 @@ class InferenceFront:
             await self._guarded("v1", parts[2][: -len(":predict")], self.app, scope, receive, send)
         elif scope["method"] == "POST" and _is_v2_infer(parts):
             await self._guarded("v2", parts[2], self._infer_v2, scope, receive, send)
+        elif parts[:2] == ["openai", "v1"]:
+            await self.openai(scope, receive, send)
         else:
             await self.app(scope, receive, send)
 

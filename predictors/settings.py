@@ -50,6 +50,13 @@ class Settings(BaseModel):
     max_queue_wait_ms: float = Field(
         30_000, gt=0, description="Longest a request may wait for the model; then it gets 503 and Retry-After."
     )
+    max_kv_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Text generation (continuous engine): most tokens the KV cache holds, padding included; a "
+        "sequence waits for room (up to --max_queue_wait_ms, then 503). Default: --max_batch_size x the "
+        "model's maximum length.",
+    )
     drain_delay_s: float = Field(
         0.0, ge=0, le=600, description="On SIGTERM, report not-ready this long before closing the listeners."
     )

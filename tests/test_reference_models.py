@@ -17,6 +17,7 @@ FLOORS = {
     "digits-cnn": {"test_accuracy": 0.95},
     "digits-lstm": {"test_accuracy": 0.95},
     "tiny-gpt": {"arithmetic_accuracy": 0.95},
+    "tiny-chat": {"chat_accuracy": 0.95},
     "digits-vae": {"confident_share": 0.8, "reconstruction_accuracy": 0.8},
     "digits-gan": {"confident_share": 0.6},
 }

@@ -34,6 +34,13 @@ class RowSampler(LogitsProcessor):
         return self.pick(scores.float())  # type: ignore[return-value]
 
     def pick(self, scores: torch.Tensor) -> torch.Tensor:
+        chosen = self.choose(scores)
+        picked = torch.full_like(scores, float("-inf"))
+        picked.scatter_(1, chosen[:, None], 0.0)
+        return picked
+
+    def choose(self, scores: torch.Tensor) -> torch.Tensor:
+        """Every row's next token, ``[rows]`` (each sampled row draws once from its generator)."""
         chosen = scores.argmax(dim=-1)
         if self.sampled:
             rows = torch.tensor(self.sampled, device=scores.device)
@@ -46,9 +53,7 @@ class RowSampler(LogitsProcessor):
             threshold = (draws.to(scores.device) * cdf[:, -1])[:, None]
             index = torch.searchsorted(cdf, threshold, right=True).clamp(max=cdf.shape[-1] - 1)
             chosen[rows] = order.gather(-1, index).squeeze(-1)
-        picked = torch.full_like(scores, float("-inf"))
-        picked.scatter_(1, chosen[:, None], 0.0)
-        return picked
+        return chosen
 
 
 class RowLimits(StoppingCriteria):
@@ -73,7 +78,8 @@ def generate(
     pad_token_id: int,
     eos_token_id: int | None,
 ) -> torch.Tensor:
-    """New tokens for a left-padded batch, ``[rows, max(limits)]`` (past a row's end: padding)."""
+    """New tokens for a left-padded batch, ``[rows, max(limits)]`` (past a row's end: padding);
+    ``eos_token_id`` None: no row stops before its limit."""
     prompt_length = inputs["input_ids"].shape[1]
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
     config = GenerationConfig(
@@ -81,7 +87,8 @@ def generate(
         do_sample=False,
         num_beams=1,
         pad_token_id=pad_token_id,
-        eos_token_id=eos_token_id,
+        # None would fall back to the model's own end-of-text token; -1 never matches one
+        eos_token_id=-1 if eos_token_id is None else eos_token_id,
     )
     output = model.generate(  # type: ignore[operator]
         **inputs,
