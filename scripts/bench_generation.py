@@ -114,13 +114,20 @@ async def load(url: str, name: str, streamed: bool, concurrency: int, requests: 
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's options; building it has no side effects."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_dir", type=Path, required=True, help="a text-generation model directory")
     parser.add_argument("--quick", action="store_true", help="concurrency 1 and 8 only, fewer requests")
     parser.add_argument("--core", type=int, default=None, help="pin every server to this core")
-    parser.add_argument("--out", type=Path, default=Path("bench-results/generation.json"))
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--out", type=Path, default=Path("bench-results/generation.json"), help="where the JSON results go"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     levels = [1, 8] if args.quick else [1, 8, 32]
     report: dict[str, dict[str, dict[str, float]]] = {}
     folder = Path(tempfile.mkdtemp(prefix="bench-generation-"))

@@ -45,6 +45,12 @@ def _reference_models() -> argparse.ArgumentParser:
     return build_parser()
 
 
+def _bench_generation() -> argparse.ArgumentParser:
+    from bench_generation import build_parser
+
+    return build_parser()
+
+
 def _server() -> argparse.ArgumentParser:
     argv = sys.argv
     sys.argv = [argv[0]]  # importing kserve parses sys.argv
@@ -73,6 +79,7 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "bench_codec.py": _bench_codec,
     "render_panel.py": _render_panel,
     "reference_models.py": _reference_models,
+    "bench_generation.py": _bench_generation,
     "python -m predictors": _server,
 }
 
