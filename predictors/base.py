@@ -85,6 +85,7 @@ class MaasModel(Model, Generic[P]):
             max_elements=settings.max_tensor_elements, max_element_bytes=int(settings.max_element_mb * (1 << 20))
         )
         self._loading = False
+        metrics.model_info(name, config.version, config.family)
 
     # ---- hooks for families -------------------------------------------------------------
     @abstractmethod
@@ -181,6 +182,7 @@ class MaasModel(Model, Generic[P]):
             if self.settings.warmup:
                 self._warmup()
             self.ready = True
+            metrics.model_ready(self.name, True)
             logger.info("model %s ready in %.2fs", self.name, time.perf_counter() - started)
         finally:
             self._loading = False

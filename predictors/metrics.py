@@ -35,6 +35,28 @@ FORWARD_TIME = Histogram(
 )
 
 
+MODEL_INFO = Gauge(
+    "maas_model_info",
+    "Always 1: the served model's version (maas.yaml's, else unknown) and family, to join on model.",
+    ["model", "version", "family"],
+)
+MODEL_READY = Gauge(
+    "maas_model_ready",
+    "1 when the model is loaded and the server takes traffic; 0 while loading, after a failed load and once draining.",
+    ["model"],
+)
+
+
+def model_info(model: str, version: str | None, family: str) -> None:
+    """Publish the model's info series, and its readiness as not ready yet."""
+    MODEL_INFO.labels(model, version or "unknown", family).set(1)
+    MODEL_READY.labels(model).set(0)
+
+
+def model_ready(model: str, ready: bool) -> None:
+    MODEL_READY.labels(model).set(1 if ready else 0)
+
+
 def observe_request(model: str, protocol: str, status: int, seconds: float) -> None:
     REQUESTS.labels(model, protocol, str(status)).inc()
     REQUEST_DURATION.labels(model, protocol).observe(seconds)

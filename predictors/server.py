@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from predictors import metrics
 from predictors.errors import REPOSITORY_REFUSAL, ConfigError, Forbidden, NotReady, PredictorError
 from predictors.front import InferenceFront, error_response, registered_model
 from predictors.grpc_service import MaasGRPCServer
@@ -294,6 +295,8 @@ class MaasModelServer(ModelServer):
             task.add_done_callback(closing.discard)
 
         def start_draining(sig: int, frame: Any) -> None:
+            for name in dataplane.model_registry.get_models():
+                metrics.model_ready(name, False)
             logger.info("signal %s: not ready; serving on for %.1fs, then draining", sig, self.drain_delay)
             asyncio.get_running_loop().call_later(self.drain_delay, start_closing, sig, frame)
 

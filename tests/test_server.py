@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -254,3 +255,54 @@ def test_a_streamed_body_over_the_limit_is_refused_while_it_arrives(cnn_server: 
 def test_the_loaded_heap_is_frozen_once_the_model_is_ready(cnn_server: Server) -> None:
     found = re.search(r"froze (\d+) loaded objects", cnn_server.logs())
     assert found and int(found.group(1)) > 50_000, cnn_server.logs()[-2000:]
+
+
+def test_readiness_gauges_follow_the_readiness_endpoints(models_dir: Path, tmp_path: Path) -> None:
+    """``maas_model_ready`` says what ``/v2/models/NAME/ready`` says: 0 while loading, 1 once
+    ready, 0 as soon as SIGTERM starts the drain (while /metrics is still served); and
+    ``maas_model_info`` carries the version from maas.yaml and the family from the start."""
+    proc, http_port, _, _ = spawn(
+        slow_copy(models_dir, tmp_path, 3.0), "--model_name", "slow", "--drain_delay_s", "3", log_dir=tmp_path
+    )
+    url = f"http://127.0.0.1:{http_port}"
+
+    def state() -> tuple[int, float, str]:
+        # the gauge first: it turns 1 after the model's ready flag and 0 after the drain flag, so
+        # a gauge of 1 while loading, or of 0 while draining, must be seen by the endpoint too
+        text = httpx.get(f"{url}/metrics", timeout=5).text
+        ready = httpx.get(f"{url}/v2/models/slow/ready", timeout=5).status_code
+        return ready, sample(text, "maas_model_ready", model="slow"), text
+
+    try:
+        seen: set[tuple[int, float]] = set()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                ready, gauge, text = state()
+            except httpx.TransportError:
+                time.sleep(0.1)
+                continue
+            assert sample(text, "maas_model_info", model="slow", version="1", family="image") == 1
+            if ready == 200 and gauge == 0:  # the load ended between the two calls
+                continue
+            seen.add((ready, gauge))
+            if ready == 200:
+                break
+            time.sleep(0.2)
+        assert seen == {(503, 0.0), (200, 1.0)}, seen
+        proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 2.5  # inside the drain delay: still answering
+        while time.monotonic() < deadline:
+            ready, gauge, _ = state()
+            if gauge == 0:
+                assert ready == 503
+                break
+            time.sleep(0.05)  # the signal not handled yet, or handled between the two calls
+        else:
+            raise AssertionError("the model stayed ready after SIGTERM")
+        assert httpx.get(f"{url}/v2/health/ready", timeout=5).status_code == 503
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)

@@ -4,8 +4,9 @@ whose every request the tests know.
 The servers: ``digits-cnn`` (the reference CNN, fast), ``chaos`` (the CNN through ``ChaosNet``
 sleeping ``CHAOS_DELAY`` per forward pass, one item per batch, a queue of one and a 150 ms queue
 deadline: slow answers, 429 and 503 under a burst, 500 for a row starting with 777), ``loading``
-(a model whose load never ends: every request 503) and ``failing`` (``ChaosNet`` without delay,
-for the controller's rollback). A ``dead`` target points at a port nobody listens on.
+(a model whose load never ends: every request 503, and no version in its maas.yaml),
+``tiny-gpt`` (text generation, sent texts of exactly GEN_TOKENS tokens) and ``failing``
+(``ChaosNet`` without delay, for the controller's rollback). A ``dead`` target points at a port nobody listens on.
 
 ``traffic`` primes every series, waits for a scrape, sends the measured load, waits for the next
 scrape, and returns the calls with, per model, the two scrape timestamps around the load: a
@@ -55,6 +56,7 @@ from obs_support import (  # noqa: E402
     burst,
     chaos_load,
     cnn_load,
+    generation_load,
     in_parallel,
     loading_load,
     rollout_pods,
@@ -105,6 +107,7 @@ def never_loading_model(models_dir: Path, target: Path) -> Path:
     (target / "never_loads.py").write_text(LOADER)
     config = yaml.safe_load((target / "maas.yaml").read_text())
     config["name"] = "loading"
+    config.pop("version", None)  # maas_model_info says "unknown"
     config["module"]["class"] = "never_loads.py:NeverLoads"
     config.setdefault("image", {})["runtime"] = "torch"
     (target / "maas.yaml").write_text(yaml.safe_dump(config))
@@ -135,6 +138,7 @@ def fleet(models_dir: Path, log_dir: Path, tmp_path_factory: pytest.TempPathFact
         ),
         "loading": (never_loading_model(models_dir, work / "loading"), []),
         "failing": (failing, ["--model_name", "failing"]),
+        "tiny-gpt": (models_dir / "tiny-gpt", []),
     }
     servers: dict[str, Server] = {}
     try:
@@ -196,6 +200,7 @@ def traffic(prom: Prometheus, fleet: Fleet) -> Traffic:
     in_parallel(
         (cnn_load, primed, fleet["digits-cnn"], 1),
         (loading_load, primed, fleet["loading"], 1),
+        (generation_load, primed, fleet["tiny-gpt"], 1),
     )
     send(primed, fleet["chaos"], "chaos", "v2", "ok", floors=SLOW)
     send(primed, fleet["chaos"], "chaos", "v2", "poison")
@@ -211,6 +216,7 @@ def traffic(prom: Prometheus, fleet: Fleet) -> Traffic:
         (cnn_load, measured, fleet["digits-cnn"], 12),
         (chaos_load, measured, fleet["chaos"], 3),
         (loading_load, measured, fleet["loading"], 4),
+        (generation_load, measured, fleet["tiny-gpt"], 6),
     )
     loaded_at = time.time()
     lasts = {model: prom.wait_for_scrape(pod, loaded_at) for model, pod in PODS.items()}

@@ -48,7 +48,13 @@ WORKLOADS = {
     "digits-cnn": "digits-cnn-predictor",
     "chaos": "chaos-predictor",
     "loading": "loading-predictor-00001-deployment",
+    "tiny-gpt": "tiny-gpt-predictor",
 }
+# maas_model_info's version of each served model: maas.yaml's `version` (the reference models and
+# the chaos copy say '1'); the loading model's maas.yaml has none (conftest removes it).
+VERSIONS = {"digits-cnn": "1", "chaos": "1", "loading": "unknown", "tiny-gpt": "1"}
+GEN_TOKENS = 8  # max_tokens of every generation request; with ignore_eos, exactly what is generated
+GEN_PROMPTS = ("one plus", "two plus three is", "four")
 PODS = {model: f"{workload}-7c9d8f6b5-x1a2b" for model, workload in WORKLOADS.items()}
 DEAD_POD = "dead-predictor-8f7e6d5c4-z9y8x"
 
@@ -221,6 +227,8 @@ class Call:
     latency: float  # measured by the client: an upper bound of the server's own timing
     floor: float = 0.0  # a lower bound of the server's timing (a model's known sleep)
     rows: int = 0  # items in the request
+    tokens: int = 0  # text generation: tokens generated (exact: ignore_eos and max_tokens)
+    prompt_tokens: int = 0  # text generation: the prompt's tokens
 
 
 @dataclass
@@ -396,6 +404,38 @@ def loading_load(record: Record, server: Server, rounds: int) -> None:
     for _ in range(rounds):
         send(record, server, "loading", "v2", "ok")
         send(record, server, "loading", "v1", "ok")
+
+
+def generate(record: Record, server: Server, protocol: str, prompt: str, prompt_tokens: int = 0) -> Call:
+    """One text of exactly GEN_TOKENS tokens from tiny-gpt, through OpenAI's completions (whose
+    usage says the prompt's length) or V1 (``prompt_tokens`` given, from an OpenAI call before)."""
+    options = {"ignore_eos": True, "temperature": 0}
+    started = time.perf_counter()
+    if protocol == "openai":
+        body = {"model": server.name, "prompt": prompt, "max_tokens": GEN_TOKENS, **options}
+        response = server.client.post("/openai/v1/completions", json=body)
+    else:
+        response = server.v1({"instances": [prompt], "parameters": {"max_new_tokens": GEN_TOKENS, **options}})
+    latency = time.perf_counter() - started
+    assert response.status_code == 200, response.text
+    if protocol == "openai":
+        usage = response.json()["usage"]
+        assert usage["completion_tokens"] == GEN_TOKENS, usage
+        prompt_tokens = usage["prompt_tokens"]
+    else:
+        assert response.json()["predictions"][0]["num_tokens"] == GEN_TOKENS
+    result = Call(server.name, protocol, 200, latency, 0.0, 1, GEN_TOKENS, prompt_tokens)
+    record.add(result)
+    return result
+
+
+def generation_load(record: Record, server: Server, rounds: int) -> None:
+    """Sequential texts (so every prefill and decode step runs one row), each prompt once through
+    OpenAI's API and once through V1."""
+    for i in range(rounds):
+        prompt = GEN_PROMPTS[i % len(GEN_PROMPTS)]
+        first = generate(record, server, "openai", prompt)
+        generate(record, server, "v1", prompt, first.prompt_tokens)
 
 
 def in_parallel(*jobs: Any) -> None:

@@ -137,6 +137,13 @@ def test_dashboard_json():
         "Forward time",
         "Queue rejections (429 / 503)",
         "Scrape targets",
+        "by model and version",
+        "replicas ready / not ready",
+        "tokens per second",
+        "time to first token p50 / p99",
+        "time per output token p50 / p99",
+        "sequences running / waiting",
+        "KV-cache use",
     ):
         assert wanted in titles
 

@@ -11,6 +11,7 @@ and ``histogram_quantile`` lands inside the bucket of the observation of that ra
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from obs_support import (
     OBS,
     PODS,
     SLOW,
+    VERSIONS,
     WORKLOADS,
     Call,
     Prometheus,
@@ -66,11 +68,16 @@ def exact(value: float) -> Bounds:
     return value * (1 - 1e-3) - 1e-9, value * (1 + 1e-3) + 1e-9
 
 
+NAN: Bounds = (math.nan, math.nan)  # 0 / 0: a histogram that exists and observed nothing
+
+
 def label_of(call: Call, name: str) -> str:
     if name == "workload":
         return WORKLOADS[call.model]
     if name == "namespace":
         return OBS
+    if name == "version":
+        return VERSIONS[call.model]
     return str(getattr(call, name))
 
 
@@ -116,6 +123,41 @@ def mean_batch(calls: list[Call], per: Callable[[Call], int]) -> Expect:
     return Expect(("model",), {(batches[0].model,): exact(sum(map(per, batches)) / len(batches))})
 
 
+def generated(calls: list[Call]) -> list[Call]:
+    return [c for c in calls if c.tokens]
+
+
+def steps(calls: list[Call]) -> list[Call]:
+    """A text generation's prefill and decode steps, one per generated token (each ran one row,
+    the texts being sequential), each as long as its request at most."""
+    return [Call(c.model, "", 0, c.latency) for c in generated(calls) for _ in range(c.tokens)]
+
+
+def gaps(calls: list[Call]) -> list[Call]:
+    """The times between consecutive tokens: GEN_TOKENS - 1 per text, each within its request."""
+    return [Call(c.model, "", 0, c.latency) for c in generated(calls) for _ in range(c.tokens - 1)]
+
+
+def per_model(calls: list[Call], value: Callable[[list[Call]], float], when: bool = True) -> Expect:
+    return Expect(M, {(calls[0].model,): exact(value(calls))} if when else {})
+
+
+def stuck(calls: list[Call]) -> bool:
+    """Refused with 503 and never answered: the model never got ready (the `loading` server)."""
+    return any(c.status == 503 for c in calls) and not any(200 <= c.status < 300 for c in calls)
+
+
+def forward_passes(c: list[Call], w: Window, q: float) -> Expect:
+    if generated(c):
+        return quantiles(steps(c), w, M, q)
+    return quantiles(answered(c), w, M, q)
+
+
+def batcher(c: list[Call], w: Window, expect: Callable[[], Expect]) -> Expect:
+    """Text generation runs on its engine, not the batcher: the batcher's histograms exist, empty."""
+    return Expect(M, {(c[0].model,): NAN}) if generated(c) else expect()
+
+
 M, MPS, MP = ("model",), ("model", "protocol", "status"), ("model", "protocol")
 # What every panel query means, in terms of the calls of one model and its window.
 MEANING: dict[tuple[str, str], Callable[[list[Call], Window], Expect]] = {
@@ -128,24 +170,49 @@ MEANING: dict[tuple[str, str], Callable[[list[Call], Window], Expect]] = {
     ("p99 latency by protocol", "A"): lambda c, w: quantiles(c, w, MP, 0.99),
     ("Error ratio (5xx) by workload (stable / canary)", "A"): lambda c, w: ratios(c, ("model", "workload"), is_5xx),
     ("p99 latency by workload (stable / canary)", "A"): lambda c, w: quantiles(c, w, ("model", "workload"), 0.99),
+    # a generation step runs one row of one text: one item per step
     ("Batch size (mean per forward pass)", "A"): lambda c, w: mean_batch(c, lambda call: call.rows),
-    ("Batch size (mean per forward pass)", "B"): lambda c, w: mean_batch(c, lambda call: 1),
+    ("Batch size (mean per forward pass)", "B"): lambda c, w: batcher(c, w, lambda: mean_batch(c, lambda call: 1)),
     # Queue and forward times are observed per answered request: each waited at least nothing
     # and at most its whole latency; a chaos forward pass slept at least CHAOS_DELAY.
-    ("Queue time p50 / p99", "A"): lambda c, w: quantiles(
-        [Call(x.model, "", 0, x.latency) for x in answered(c)], w, M, 0.5
+    ("Queue time p50 / p99", "A"): lambda c, w: batcher(
+        c, w, lambda: quantiles([Call(x.model, "", 0, x.latency) for x in answered(c)], w, M, 0.5)
     ),
-    ("Queue time p50 / p99", "B"): lambda c, w: quantiles(
-        [Call(x.model, "", 0, x.latency) for x in answered(c)], w, M, 0.99
+    ("Queue time p50 / p99", "B"): lambda c, w: batcher(
+        c, w, lambda: quantiles([Call(x.model, "", 0, x.latency) for x in answered(c)], w, M, 0.99)
     ),
-    ("Forward time p50 / p99", "A"): lambda c, w: quantiles(answered(c), w, M, 0.5),
-    ("Forward time p50 / p99", "B"): lambda c, w: quantiles(answered(c), w, M, 0.99),
+    ("Forward time p50 / p99", "A"): lambda c, w: forward_passes(c, w, 0.5),
+    ("Forward time p50 / p99", "B"): lambda c, w: forward_passes(c, w, 0.99),
     ("Queue rejections (429 / 503)", "A"): lambda c, w: rates([x for x in c if x.status in (429, 503)], w, MPS),
+    ("Request rate by model and version", "A"): lambda c, w: rates(c, w, ("model", "version")),
+    ("p99 latency by model and version", "A"): lambda c, w: quantiles(c, w, ("model", "version"), 0.99),
+    ("Model replicas ready / not ready", "A"): lambda c, w: per_model(c, lambda g: 0 if stuck(g) else 1),
+    ("Model replicas ready / not ready", "B"): lambda c, w: per_model(c, lambda g: 1, when=stuck(c)),
+    # Text generation: only tiny-gpt has these series. Its texts are sequential and exactly
+    # GEN_TOKENS long; a first token comes within its request, and so does each gap between tokens.
+    ("Text generation: tokens per second", "A"): lambda c, w: per_model(
+        c, lambda g: sum(x.tokens for x in g) / w.seconds, when=bool(generated(c))
+    ),
+    ("Text generation: tokens per second", "B"): lambda c, w: per_model(
+        c, lambda g: sum(x.prompt_tokens for x in g) / w.seconds, when=bool(generated(c))
+    ),
+    ("Text generation: time to first token p50 / p99", "A"): lambda c, w: quantiles(
+        [Call(x.model, "", 0, x.latency) for x in generated(c)], w, M, 0.5
+    ),
+    ("Text generation: time to first token p50 / p99", "B"): lambda c, w: quantiles(
+        [Call(x.model, "", 0, x.latency) for x in generated(c)], w, M, 0.99
+    ),
+    ("Text generation: time per output token p50 / p99", "A"): lambda c, w: quantiles(gaps(c), w, M, 0.5),
+    ("Text generation: time per output token p50 / p99", "B"): lambda c, w: quantiles(gaps(c), w, M, 0.99),
+    # after the load every text has ended: nothing runs, waits or holds the cache
+    ("Text generation: sequences running / waiting", "A"): lambda c, w: per_model(c, lambda g: 0, bool(generated(c))),
+    ("Text generation: sequences running / waiting", "B"): lambda c, w: per_model(c, lambda g: 0, bool(generated(c))),
+    ("Text generation: KV-cache use", "A"): lambda c, w: per_model(c, lambda g: 0, when=bool(generated(c))),
 }
-# Panels about the scrape targets, not one model: the test knows it runs three live targets and
-# one whose port nobody listens on.
+# Panels about the scrape targets, not one model: the test knows it runs a live target per model
+# and one whose port nobody listens on.
 TARGET_PANELS = {
-    ("Scrape targets up / down", "A"): Expect(("namespace",), {(OBS,): exact(3)}),
+    ("Scrape targets up / down", "A"): Expect(("namespace",), {(OBS,): exact(len(PODS))}),
     ("Scrape targets up / down", "B"): Expect(("namespace",), {(OBS,): exact(1)}),
 }
 
@@ -157,6 +224,9 @@ def check(prom: Prometheus, expr: str, at: float, expect: Expect, keep: Callable
     assert set(got) == set(expect.series), f"{expr}\n got {got}\n expected {expect.series}"
     for key, value in got.items():
         low, high = expect.series[key]
+        if math.isnan(low):
+            assert math.isnan(value), f"{expr}\n {key}: {value}, expected NaN"
+            continue
         assert low <= value <= high, f"{expr}\n {key}: {value} not in [{low}, {high}]"
 
 
@@ -246,10 +316,7 @@ def test_alert_expressions(render, prom: Prometheus, traffic: Traffic, model: st
         elif name == "MaasPodNotReady":
             expect, mine = Expect(("pod",), {}), lambda metric: True  # no kube-state-metrics here
         elif name == "MaasModelNotReady":
-            refused = sum(c.status == 503 for c in calls)
-            succeeded = sum(200 <= c.status < 300 for c in calls)
-            stuck = refused > 0 and succeeded == 0
-            expect = Expect(M, {(model,): exact(refused / window.seconds)} if stuck else {})
+            expect = Expect(M, {(model,): exact(0)} if stuck(calls) else {})  # maas_model_ready 0
         elif name == "MaasTargetDown":
             expect, mine = Expect(("pod",), {(DEAD_POD,): (0, 0)}), lambda metric: True
         else:
@@ -284,8 +351,8 @@ def test_alerts_fire_in_prometheus(prom: Prometheus, traffic: Traffic):
         (must if rejected > 2 * LIVE_ALERTS["queueRejections"]["threshold"] else never if rejected == 0 else set()).add(
             ("MaasQueueRejections", model)
         )
-        stuck = share(model, lambda c: c.status == 200) == 0
-        (must if stuck else never).add(("MaasModelNotReady", model))
+        never_answered = share(model, lambda c: c.status == 200) == 0
+        (must if never_answered else never).add(("MaasModelNotReady", model))
         mine = [c for c in everything if c.model == model]
         low, high = quantile_bounds(0.99, [c.floor for c in mine], [c.latency for c in mine], slack=1.2)
         threshold = LIVE_ALERTS["highLatency"]["thresholdSeconds"]
