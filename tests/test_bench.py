@@ -201,3 +201,109 @@ def test_the_report_prints_and_keeps_the_defaults_and_the_access_logs_cost() -> 
     line = next(x for x in below if x.split()[:3] == ["digits-cnn", "grpc", "64"])
     assert line.split()[3::3][:3] == ["6000", "5700", "5130"]  # tuned, defaults, log on: items/s
     assert line.split()[-2:] == ["0.95", "0.90"]
+
+
+def test_the_floor_sets_maas_and_noop_over_a_trivial_asgi_app_on_uvloop() -> None:
+    """The trivial ASGI app on uvicorn + httptools (asyncio and uvloop) is the floor; maas, its
+    defaults and noop are each reported over the uvloop one, at every concurrency both ran."""
+    from maas_bench.report import floor
+
+    rows = [
+        _row("trivial-asyncio", "v2-json", 64, 8_000.0),
+        _row("trivial-uvloop", "v2-json", 64, 10_000.0),
+        _row("maas", "v2-json", 64, 5_500.0),
+        _row("maas-defaults", "v2-json", 64, 4_500.0),
+        _row("noop", "v2-json", 64, 6_500.0),
+        _row("trivial-uvloop", "v2-json", 1, 4_000.0),  # nothing else at c=1: ratios are None
+        _row("maas", "v2-binary", 64, 9_000.0),  # another transport: no floor
+    ]
+    top, one = floor(rows)
+    assert (top["concurrency"], one["concurrency"]) == (64, 1)
+    assert top["maas_over_trivial_uvloop"] == pytest.approx(0.55)
+    assert top["maas_defaults_over_trivial_uvloop"] == pytest.approx(0.45)
+    assert top["noop_over_trivial_uvloop"] == pytest.approx(0.65)
+    assert top["trivial-asyncio"] == {
+        "items_per_s": 8_000.0,
+        "p50_ms": pytest.approx(8.0),
+        "p99_ms": pytest.approx(16.0),
+    }
+    assert one["maas"] is None and one["maas_over_trivial_uvloop"] is None
+    assert one["trivial-uvloop"]["p50_ms"] == pytest.approx(0.25)
+    assert floor([_row("maas", "v2-json", 64, 5_500.0)]) == []  # no trivial-uvloop run: no floor
+
+
+def test_the_floors_bars_hold_or_miss_on_maas_defaults_and_noop_at_the_top_concurrency() -> None:
+    from maas_bench.cli import Plan, Result
+    from maas_bench.report import build, table
+
+    plan = Plan([1, 64], 0.8, 0.2, 1, 0, 1, "cpu")
+    rates = {
+        "trivial-asyncio": 8_000.0,
+        "trivial-uvloop": 10_000.0,
+        "maas": 5_500.0,
+        "maas-defaults": 4_500.0,  # misses 0.5
+        "noop": 6_500.0,  # holds 0.6
+    }
+    results = [
+        Result(**_row(kind, "v2-json", c, rate / (4 if c == 1 else 1))) for c in (1, 64) for kind, rate in rates.items()
+    ]
+    machine = {
+        "cores": 2,
+        "cpu": "test",
+        "python": "3",
+        "versions": {},
+        "placement": {"server_and_raw_core": 0, "load_generator_core": 1},
+        "loop": "closed",
+        "device": "cpu",
+    }
+    summary = build(machine, plan, results, [], [], {}, {}, 1.0)
+    assert len(summary["floor"]) == 2
+    bars = {b["bar"]: b for b in summary["bars"]}
+    defaults = bars["digits-cnn v2-json c=64: maas-defaults/trivial-uvloop >= 0.5"]
+    noop = bars["digits-cnn v2-json c=64: noop/trivial-uvloop >= 0.6"]
+    assert (defaults["value"], defaults["holds"]) == (pytest.approx(0.45), False)
+    assert (noop["value"], noop["holds"]) == (pytest.approx(0.65), True)
+    assert not any("c=1" in name and "trivial" in name for name in bars)  # the bars are at the top concurrency
+    json.dumps(summary, default=str)
+    printed = table(summary)
+    assert "MISSES  digits-cnn v2-json c=64: maas-defaults/trivial-uvloop >= 0.5  (measured 0.450)" in printed
+    assert "HOLDS  digits-cnn v2-json c=64: noop/trivial-uvloop >= 0.6  (measured 0.650)" in printed
+    below = printed.split("the floor: a trivial ASGI app", 1)[1].splitlines()
+    line = next(x for x in below if x.split()[:2] == ["digits-cnn", "64"])
+    cells = line.split()
+    assert cells[2::3][:5] == ["8000", "10000", "5500", "4500", "6500"]  # asyncio, uvloop, maas, defaults, noop
+    assert cells[-3:] == ["0.55", "0.45", "0.65"]  # maas, defaults, noop over trivial-uvloop
+
+
+def test_the_trivial_asgi_app_parses_the_v2_json_body_and_answers_a_small_json() -> None:
+    import asyncio
+
+    import numpy as np
+    import orjson
+    from maas_bench.asgi_trivial import app
+    from maas_bench.workloads import Workload, request
+
+    image = np.arange(64, dtype=np.float32).reshape(1, 8, 8) / 64
+    body, _ = request(Workload("digits-cnn", ROOT, "digits-cnn", "input", image, "image"), "v2-json")
+
+    def call(method: str, payload: bytes) -> tuple[int, bytes]:
+        chunks = [payload[:100], payload[100:]]  # the body in two messages, as a server may send it
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": chunks.pop(0), "more_body": bool(chunks)}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        asyncio.run(app({"type": "http", "method": method}, receive, send))
+        head, answer = sent
+        assert dict(head["headers"])[b"content-length"] == str(len(answer["body"])).encode()
+        return head["status"], answer["body"]
+
+    status, answer = call("POST", body)
+    assert status == 200 and 100 < len(answer) < 1000  # about what maas answers for one image
+    [output] = orjson.loads(answer)["outputs"]
+    assert output["shape"] == [1, 10] and output["data"] == pytest.approx(image.ravel()[:10].tolist())
+    assert call("POST", b'{"inputs": []}')[0] == 400
+    assert call("GET", b"") == (200, b"{}")  # the readiness probe

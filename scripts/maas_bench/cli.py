@@ -16,7 +16,10 @@ On the digits CNN, right after the tuned maas, maas as a user runs it: maas-defa
 config, threads, batch size) and maas-access-log (the same with ``--access_log true``), pinned to the
 server core like every contender (placement is the harness's, not a maas setting). The ratios
 maas-defaults/maas and maas-access-log/maas-defaults say what the tuning buys and what the access
-log costs.
+log costs. Right after noop, the floor: a trivial ASGI app (``maas_bench.asgi_trivial``: reads the
+V2 JSON body, parses it with orjson, answers a few hundred bytes of JSON) on uvicorn + httptools,
+once on the asyncio loop (trivial-asyncio) and once on uvloop (trivial-uvloop), loaded with the
+same one-image V2 JSON body; maas, maas-defaults and noop are reported over trivial-uvloop.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from maas_bench import report
-from maas_bench.servers import AS_A_USER, ROOT, Served, env, pinned, quiet_log_config, start
+from maas_bench.servers import AS_A_USER, ROOT, TRIVIAL_ASGI, Served, env, pinned, quiet_log_config, start
 from maas_bench.workloads import TRANSPORTS, Workload, request
 
 
@@ -300,6 +303,8 @@ def machine(plan: Plan) -> dict:  # type: ignore[type-arg]
         "as_a_user": "maas-defaults: python -m predictors --model_dir DIR --http_port P --grpc_port G, nothing "
         "else (maas's log config, torch threads = usable cores = 1 on the pinned core, max_batch_size 32); "
         "maas-access-log: the same with --access_log true",
+        "floor": "trivial-asyncio / trivial-uvloop: a plain ASGI app (orjson-parse the V2 JSON body, answer a "
+        "few hundred bytes of JSON) on uvicorn + httptools, access log off, loop asyncio / uvloop",
         "device": plan.device,
     }
 
@@ -388,11 +393,16 @@ def main() -> None:
         contenders = [("maas", workload.model_dir)]
         if workload.key == "digits-cnn":  # maas as a user runs it, next to the tuned maas
             contenders += [(kind, workload.model_dir) for kind in AS_A_USER]
-        contenders += [("noop", noop_dir(workload, tmp)), ("naive", workload.model_dir)]
+        contenders += [("noop", noop_dir(workload, tmp))]
+        if workload.key == "digits-cnn":  # the floor: a trivial ASGI app on the same server, each loop
+            contenders += [(kind, workload.model_dir) for kind in TRIVIAL_ASGI]
+        contenders += [("naive", workload.model_dir)]
         for kind, model_dir in contenders:
             batch = int(raws[workload.key]["serving_batch"])
-            serve_and_load(kind, model_dir, [workload], plan, log_config, tmp, results, max_batch_size=batch)
-            sample_raw(workload)
+            transports = ("v2-json",) if kind in TRIVIAL_ASGI else TRANSPORTS
+            serve_and_load(kind, model_dir, [workload], plan, log_config, tmp, results, transports, batch)
+            if kind not in TRIVIAL_ASGI:
+                sample_raw(workload)
 
     extras: list[Result] = []
     if not args.only or "digits-cnn" in args.only:

@@ -55,6 +55,7 @@ def build(
         "ratios": ratios,
     }
     summary["as_a_user"] = as_a_user(rows)
+    summary["floor"] = floor(rows)
     summary["bars"] = bars(summary)
     summary["grpc_floor"] = grpc_floor(summary)
     return summary
@@ -81,6 +82,32 @@ def as_a_user(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         tuned, defaults, logged = (entry[kind]["items_per_s"] for kind in AS_A_USER)
         entry["defaults_over_maas"] = defaults / tuned if tuned else None
         entry["access_log_over_defaults"] = logged / defaults if defaults else None
+        out.append(entry)
+    return out
+
+
+FLOOR = ("trivial-asyncio", "trivial-uvloop")  # a trivial ASGI app on uvicorn + httptools, each loop
+OVER_FLOOR = ("maas", "maas-defaults", "noop")  # each reported over trivial-uvloop
+
+
+def floor(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The one-image V2 JSON floor per workload and concurrency (where trivial-uvloop ran): items/s,
+    p50 and p99 of each trivial app and of maas, maas-defaults and noop, and each of the last three
+    over trivial-uvloop (``maas_over_trivial_uvloop`` ...): how much of what the server and loop
+    alone allow the whole stack keeps."""
+    out = []
+    for row in rows:
+        if row["contender"] != "trivial-uvloop" or row["transport"] != "v2-json":
+            continue
+        key = {k: row[k] for k in ("workload", "transport", "concurrency")}
+        entry: dict[str, Any] = {**key}
+        for kind in FLOOR + OVER_FLOOR:
+            found = _find(rows, contender=kind, **key)
+            entry[kind] = {name: found[name] for name in ("items_per_s", "p50_ms", "p99_ms")} if found else None
+        base = row["items_per_s"]
+        for kind in OVER_FLOOR:
+            name = f"{kind.replace('-', '_')}_over_trivial_uvloop"
+            entry[name] = entry[kind]["items_per_s"] / base if entry[kind] and base else None
         out.append(entry)
     return out
 
@@ -134,6 +161,14 @@ def bars(s: dict) -> list[dict]:  # type: ignore[type-arg]
                 row["items_per_s"] / raw_cnn["items_per_s"],
                 0.8,
             )
+    for f in s.get("floor", []):
+        if f["workload"] == "digits-cnn" and f["concurrency"] == top:
+            add(
+                f"digits-cnn v2-json c={top}: maas-defaults/trivial-uvloop >= 0.5",
+                f["maas_defaults_over_trivial_uvloop"],
+                0.5,
+            )
+            add(f"digits-cnn v2-json c={top}: noop/trivial-uvloop >= 0.6", f["noop_over_trivial_uvloop"], 0.6)
     one = _find(s["results"], workload="digits-cnn", contender="maas", transport="grpc", concurrency=1)
     if one and raw_cnn:
         add("digits-cnn grpc c=1: maas p50 - raw p50 <= 1 ms", one["p50_ms"] - raw_cnn["p50_ms_one"], 1.0, False)
@@ -174,6 +209,7 @@ def table(s: dict) -> str:  # type: ignore[type-arg]
             f"{r.get('maas_over_noop', 0):6.2f} {r.get('maas_over_naive', 0):7.2f}"
         )
     lines += as_a_user_table(s.get("as_a_user", []), max(s["plan"]["concurrency"]))
+    lines += floor_table(s.get("floor", []))
     if s["extras"]:
         lines.append("")
         for r in s["extras"]:
@@ -234,6 +270,36 @@ def as_a_user_table(entries: list[dict[str, Any]], top: int) -> list[str]:
     return lines
 
 
+def floor_table(entries: list[dict[str, Any]]) -> list[str]:
+    """Lines for the floor: the trivial ASGI apps, then maas, maas-defaults and noop, and the ratios."""
+    if not entries:
+        return []
+    names = {"trivial-asyncio": "triv-aio", "trivial-uvloop": "triv-uvl", "maas-defaults": "defaults"}
+    lines = [
+        "",
+        "the floor: a trivial ASGI app (orjson-parse the body, answer a small JSON) on uvicorn + httptools, "
+        "one-image V2 JSON",
+        f"{'workload':>15} {'c':>3} "
+        + " ".join(f"{names.get(kind, kind) + '/s':>11} {'p50':>6} {'p99':>6}" for kind in FLOOR + OVER_FLOOR)
+        + f" {'maas/uvl':>8} {'def/uvl':>7} {'noop/uvl':>8}",
+    ]
+    for e in entries:
+        cells = " ".join(
+            f"{e[kind]['items_per_s']:11.0f} {e[kind]['p50_ms'] or 0:6.2f} {e[kind]['p99_ms'] or 0:6.2f}"
+            if e[kind]
+            else f"{'-':>11} {'-':>6} {'-':>6}"
+            for kind in FLOOR + OVER_FLOOR
+        )
+        ratios = [e[f"{kind.replace('-', '_')}_over_trivial_uvloop"] for kind in OVER_FLOOR]
+        lines.append(
+            f"{e['workload']:>15} {e['concurrency']:>3} {cells} "
+            + " ".join(
+                f"{r:{w}.2f}" if r is not None else f"{'-':>{w}}" for r, w in zip(ratios, (8, 7, 8), strict=True)
+            )
+        )
+    return lines
+
+
 def plot(s: dict, path: Path) -> Path:  # type: ignore[type-arg]
     import matplotlib
 
@@ -254,6 +320,8 @@ def plot(s: dict, path: Path) -> Path:  # type: ignore[type-arg]
                 ("maas-access-log", "x-."),
                 ("noop", "s--"),
                 ("naive", "^:"),
+                ("trivial-asyncio", "v:"),
+                ("trivial-uvloop", "<:"),
             ):
                 rows = sorted(
                     (

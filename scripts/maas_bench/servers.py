@@ -38,6 +38,9 @@ def env(kind: str = "") -> dict[str, str]:
     return {**base, "PYTHONPATH": f"{ROOT}{os.pathsep}{SCRIPTS}", "PYTHONUNBUFFERED": "1"}
 
 
+# the floor: a trivial ASGI app (maas_bench.asgi_trivial) on uvicorn + httptools, on each loop
+TRIVIAL_ASGI = {"trivial-asyncio": "asyncio", "trivial-uvloop": "uvloop"}
+
 # maas as a user runs it: ``python -m predictors --model_dir DIR --http_port P --grpc_port G`` and
 # nothing else (maas's own log config, threads, batch size and latency logging), then the same with
 # the access log on. Each is still pinned to the server core: placement is the harness's, the same
@@ -114,6 +117,9 @@ def command(
         return [sys.executable, "-m", "predictors", "--model_dir", str(model_dir), *ports, *AS_A_USER[kind]]
     if kind == "naive":
         return [sys.executable, "-m", "maas_bench.naive", "--model_dir", str(model_dir), *common]
+    if kind in TRIVIAL_ASGI:
+        loop = ["--loop", TRIVIAL_ASGI[kind]]
+        return [sys.executable, "-m", "maas_bench.asgi_trivial", "--http_port", str(http_port), *loop]
     if kind == "trivial":
         return [
             sys.executable,
