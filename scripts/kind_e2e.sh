@@ -7,7 +7,8 @@
 # ingress) and KServe in Standard mode; build the predictor image and load it into kind; copy the
 # reference models onto the PVC maas-models (scripts/models_to_pvc.sh); `helm install` the chart
 # with helm/examples/values-cpu.yaml and run `helm test`; call every model through the gateway
-# (curl, then scripts/call_model.py over V1 and V2) and over gRPC through a port-forward; apply the
+# (curl, then scripts/call_model.py over V1 and V2) and over gRPC through a port-forward; call the
+# chat model's OpenAI API through the gateway (curl, streamed too, and the openai client); apply the
 # plain manifests (manifests/) and call them; check the GPU and namespaced kustomizations with a
 # server-side dry run; remove everything; delete the cluster.
 #
@@ -26,7 +27,8 @@
 #
 # Needs: docker, kind (v0.20+), kubectl, helm (v3.8+: OCI charts), curl (7.76+: --fail-with-body),
 # python with this project installed (`pip install -e '.[dev]'`: the reference models are built
-# with it, and the gRPC call uses the kserve package), and the local ports 8000, 8080 and 8081 free.
+# with it, the gRPC call uses the kserve package, the OpenAI call the openai package), and the
+# local ports 8000, 8080 and 8081 free.
 #
 # Settings (environment):
 #   CLUSTER=maas-e2e    kind cluster name
@@ -40,7 +42,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 NAMESPACE=maas
 REGISTRY=ghcr.io/maas-project
 # The chart's models (helm/examples/values-cpu.yaml) and the plain manifests' (manifests/cpu/).
-CHART_MODELS=(digits digits-seq minilm digits-vae tiny-gpt)
+CHART_MODELS=(digits digits-seq minilm digits-vae tiny-gpt tiny-chat)
 PLAIN_MODELS=(maas-image maas-sequence maas-transformer maas-generative)
 PORT_FORWARDS=()
 
@@ -85,7 +87,7 @@ preflight() {
   for tool in docker kind kubectl helm curl python; do
     command -v "${tool}" >/dev/null || die "${tool} is not installed"
   done
-  python -c 'import kserve' 2>/dev/null || die "python cannot import kserve: pip install -e '.[dev]'"
+  python -c 'import kserve, openai' 2>/dev/null || die "python cannot import kserve or openai: pip install -e '.[dev]'"
   for port in 8000 8080 8081; do
     ! port_is_open "${port}" || die "local port ${port} is taken (the README's port-forwards use it)"
   done
@@ -131,7 +133,7 @@ copy_models() {
   kubectl apply -n "$NAMESPACE" -k manifests/models/
   scripts/models_to_pvc.sh -n "$NAMESPACE" -c maas-models \
     .models/digits-cnn=image .models/digits-lstm=sequence .models/minilm=transformer \
-    .models/digits-vae=generative .models/tiny-gpt=text-generation
+    .models/digits-vae=generative .models/tiny-gpt=text-generation .models/tiny-chat=chat
 }
 
 # README step 4: the chart.
@@ -145,6 +147,7 @@ install_chart() {
 
 # README step 5: through the gateway with curl and call_model.py, then gRPC through a port-forward.
 call_models() {
+  local stream last
   log "calling digits through the gateway"
   # Not in the README: the proxy Deployment Envoy Gateway made for the Gateway is up.
   kubectl wait --for=condition=Available deployment -n envoy-gateway-system \
@@ -162,6 +165,37 @@ call_models() {
     -d @.models/digits-cnn/example-v2.json http://127.0.0.1:8000/v2/models/digits/infer
   echo
   python scripts/call_model.py --model digits --http http://127.0.0.1:8000 --host "$HOST"
+
+  # The chat model's OpenAI-compatible API: a chat completion, the same streamed (its last event
+  # must be `data: [DONE]`), and the openai client.
+  log "calling tiny-chat's OpenAI API through the gateway (curl, streamed, openai client)"
+  stream="$(mktemp)"
+  HOST=$(kubectl get inferenceservice tiny-chat -n "$NAMESPACE" -o jsonpath='{.status.url}' | cut -d/ -f3)
+  curl -sS --fail-with-body -H "Host: $HOST" -H 'Content-Type: application/json' \
+    -d '{"model": "tiny-chat", "messages": [{"role": "user", "content": "what is three plus four?"}], "temperature": 0}' \
+    http://127.0.0.1:8000/openai/v1/chat/completions
+  echo
+  {
+    curl -sSN --fail-with-body -H "Host: $HOST" -H 'Content-Type: application/json' \
+      -d '{"model": "tiny-chat", "messages": [{"role": "user", "content": "what is nine minus two?"}], "temperature": 0, "stream": true}' \
+      http://127.0.0.1:8000/openai/v1/chat/completions
+  } | tee "${stream}"
+  last="$(grep -v '^[[:space:]]*$' "${stream}" | tail -n 1 | tr -d '\r')"
+  rm -f "${stream}"
+  [[ "${last}" == "data: [DONE]" ]] || die "the streamed answer did not end with 'data: [DONE]' (last line: ${last})"
+  python - "$HOST" <<'EOF'
+import sys
+
+from openai import OpenAI
+
+client = OpenAI(base_url="http://127.0.0.1:8000/openai/v1", api_key="unused", default_headers={"Host": sys.argv[1]})
+messages = [{"role": "user", "content": "what is three plus four?"}]
+answer = client.chat.completions.create(model="tiny-chat", messages=messages, temperature=0)
+print(answer.choices[0].message.content)
+for chunk in client.chat.completions.create(model="tiny-chat", messages=messages, temperature=0, stream=True):
+    print("".join(c.delta.content or "" for c in chunk.choices), end="", flush=True)
+print()
+EOF
 
   log "calling digits over gRPC through a port-forward"
   kubectl port-forward -n "$NAMESPACE" service/digits-predictor 8080:80 8081:8081 &
@@ -230,7 +264,7 @@ main() {
   call_models
   apply_manifests
   remove
-  log "every README step ran; every model answered over V1, V2 and gRPC"
+  log "every README step ran; every model answered over V1, V2 and gRPC, the chat model over the OpenAI API"
 }
 
 main "$@"

@@ -8,7 +8,7 @@
 # For example, the layout the README's examples read (one folder per example model):
 #   scripts/models_to_pvc.sh -n maas -c maas-models .models/digits-cnn=image \
 #     .models/digits-lstm=sequence .models/minilm=transformer .models/digits-vae=generative \
-#     .models/tiny-gpt=text-generation
+#     .models/tiny-gpt=text-generation .models/tiny-chat=chat
 #
 # It starts a helper pod that mounts the PVC at /mnt/models, and for each pair replaces FOLDER on
 # the volume with a copy of LOCAL_DIR (kubectl cp), checks that FOLDER/maas.yaml arrived, then

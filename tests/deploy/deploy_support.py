@@ -132,6 +132,7 @@ MODEL_FOLDERS = {
     "transformer": "minilm",
     "generative": "digits-vae",
     "text-generation": "tiny-gpt",
+    "chat": "tiny-chat",
 }
 
 

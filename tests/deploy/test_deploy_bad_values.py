@@ -45,6 +45,16 @@ BAD_VALUES = [
         ["/models/0/canary/trafficPercent"],
         id="canary-over-100-percent",
     ),
+    pytest.param(
+        {"models": [model("m", timeoutSeconds=0)]},
+        ["/models/0/timeoutSeconds", "minimum"],
+        id="timeout-zero",
+    ),
+    pytest.param(
+        {"defaults": {"timeoutSeconds": "2m"}},
+        ["/defaults/timeoutSeconds", "want"],
+        id="timeout-not-seconds",
+    ),
     pytest.param({"runtime": {"kind": "ClusterRuntime"}}, ["/runtime/kind"], id="unknown-runtime-kind"),
     pytest.param({"controller": {"enable": True}}, ["/controller", "enable"], id="typo-in-controller"),
     # Caught by the templates: rules that span several values.

@@ -473,6 +473,21 @@ def test_notes_tell_how_to_call_each_model(render):
         assert f"service/{name}-predictor 8080:80 8081:8081" in notes
         assert f"--model {name} --http http://127.0.0.1:8080 --grpc 127.0.0.1:8081" in notes  # gRPC
     assert "helm test demo -n ml" in notes
+    bert = notes[notes.index("== bert ") :]
+    assert "$(kubectl get inferenceservice bert -n ml -o jsonpath='{.status.url}')/openai/v1" in bert
+    assert "curl -N " in bert and '"stream": true' in bert
+    assert "KServe's default, 60 s" in bert  # the request timeout a stream must end within
+    assert "/openai/v1" not in notes[: notes.index("== bert ")]  # resnet: an image model
+
+
+def test_timeout_seconds_is_the_predictor_timeout(render):
+    """`timeoutSeconds` becomes spec.predictor.timeout (KServe writes it on the model's HTTPRoute);
+    unset, KServe's default applies and the field is left out."""
+    rendered = render({"defaults": {"timeoutSeconds": 300}, "models": [model("a"), model("b", timeoutSeconds=None)]})
+    assert rendered.isvc("a")["spec"]["predictor"]["timeout"] == 300
+    assert "timeout" not in rendered.isvc("b")["spec"]["predictor"]
+    for isvc in rendered.of_kind("InferenceService"):
+        check_object(isvc)
 
 
 @pytest.mark.parametrize("all_namespaces", [False, True])

@@ -54,9 +54,13 @@ def test_cpu_example_serves_every_family_and_text_generation(render):
         "minilm": "transformer",
         "digits-vae": "generative",
         "tiny-gpt": "transformer",
+        "tiny-chat": "transformer",
     }
     assert set(families.values()) == set(FAMILIES)
     assert isvcs["tiny-gpt"]["spec"]["predictor"]["model"]["storageUri"] == "pvc://maas-models/text-generation"
+    chat = isvcs["tiny-chat"]["spec"]["predictor"]
+    assert chat["model"]["storageUri"] == "pvc://maas-models/chat"
+    assert chat["timeout"] == 120  # a streamed answer must end within the HTTPRoute's request timeout
     (runtime,) = rendered.of_kind("ServingRuntime")
     (container,) = runtime["spec"]["containers"]
     assert container["image"] == "ghcr.io/maas-project/maas-predictor:0.1.0"  # --set image.repository moves it
@@ -72,11 +76,28 @@ def test_gpu_example_is_text_generation_on_the_cuda_image(render):
     assert runtime["spec"]["containers"][0]["image"] == "registry.example.com/ml/maas-predictor:0.1.0-cuda"
     (isvc,) = rendered.of_kind("InferenceService")
     predictor = isvc["spec"]["predictor"]
-    assert predictor["model"]["storageUri"] == "pvc://maas-models/text-generation"
+    assert predictor["model"]["storageUri"] == "pvc://maas-models/chat"  # tiny-chat: a chat template
+    assert predictor["timeout"] == 600
     assert predictor["model"]["resources"]["limits"]["nvidia.com/gpu"] == 1
     env = env_of(isvc)
     assert (env["MAAS_FAMILY"], env["MAAS_DEVICE"], env["MAAS_DTYPE"]) == ("transformer", "cuda", "float16")
     assert predictor["nodeSelector"]["nvidia.com/gpu.present"] == "true"
+    assert "http://$GATEWAY/openai/v1/chat/completions" in rendered.notes
+    assert '"model": "llm"' in rendered.notes
+
+
+def test_cpu_example_notes_show_the_openai_api_of_the_chat_model(render):
+    """NOTES give each transformer the OpenAI base URL and a chat call, plain and streamed, with
+    the request timeout a stream must end within."""
+    values = values_of(REPO / "helm" / "examples" / "values-cpu.yaml")
+    notes = render(values, name="maas-examples", namespace="maas").notes
+    chat = notes[notes.index("== tiny-chat ") :]
+    assert "-o jsonpath='{.status.url}')/openai/v1" in chat
+    assert 'base_url="http://$GATEWAY/openai/v1", default_headers={"Host": HOST}' in chat
+    assert '"model": "tiny-chat"' in chat and '"stream": true' in chat and "curl -N " in chat
+    assert "timeout: 120 s (timeoutSeconds" in chat
+    digits = notes[notes.index("== digits ") : notes.index("== digits-seq ")]
+    assert "/openai/v1" not in digits  # only transformers serve the OpenAI API
 
 
 def test_text_generation_folder_holds_a_text_generation_model():
@@ -85,3 +106,10 @@ def test_text_generation_folder_holds_a_text_generation_model():
     tiny_gpt = builder[builder.index("def tiny_gpt(") :]
     assert '"task": "text-generation"' in tiny_gpt[: tiny_gpt.index("\ndef ")]
     assert MODEL_FOLDERS["text-generation"] == "tiny-gpt"
+
+
+def test_chat_folder_holds_the_chat_model():
+    """chat/ is tiny-chat, which the OpenAI API's chat/completions needs: it has a chat template."""
+    assert MODEL_FOLDERS["chat"] == "tiny-chat"
+    chat = (REPO / "scripts" / "reference_chat.py").read_text()
+    assert '"task": "text-generation"' in chat and "chat_template" in chat

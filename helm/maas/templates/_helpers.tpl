@@ -229,7 +229,8 @@ Every failure names the model and the value at fault.
   "resources" $resources "nodeSelector" $nodeSelector "tolerations" $tolerations
   "affinity" (default dict $m.affinity) "env" $env "canary" $canary
   "annotations" (default dict $m.annotations) "labels" (default dict $m.labels)
-  "serviceAccountName" $m.serviceAccountName) }}
+  "serviceAccountName" $m.serviceAccountName
+  "timeoutSeconds" (ternary (int $m.timeoutSeconds) nil (eq (include "maas.isSet" $m.timeoutSeconds) "true"))) }}
 {{- end }}
 {{- toJson (dict "models" $models) }}
 {{- end }}
