@@ -560,7 +560,8 @@ async def _json(send: Send, status: int, body: dict[str, Any], headers: dict[str
 
 
 async def _stream(send: Send, chunks: AsyncIterator[bytes]) -> None:
-    head = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+    # x-accel-buffering: nginx-based ingresses pass the stream through unbuffered
+    head = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
     await send({"type": "http.response.start", "status": 200, "headers": head})
     try:
         async for chunk in chunks:

@@ -274,3 +274,13 @@ def test_embeddings_equal_v2(minilm_server: Server) -> None:
     assert np.array_equal(decoded, expected[0])
     single = client(minilm_server).embeddings.create(model=minilm_server.name, input=texts[1])
     assert np.allclose(single.data[0].embedding, expected[1], atol=1e-6)
+
+
+def test_a_stream_is_server_sent_events_that_proxies_pass_through(chat_server: Server) -> None:
+    body = {"model": "tiny-chat", "messages": QUESTION, "temperature": 0, "stream": True}
+    with chat_server.client.stream("POST", "/openai/v1/chat/completions", json=body) as answer:
+        assert answer.status_code == 200
+        assert answer.headers["content-type"].startswith("text/event-stream")
+        assert answer.headers["x-accel-buffering"] == "no"  # nginx-based ingresses do not buffer it
+        events = [line for line in answer.iter_lines() if line]
+    assert events[-1] == "data: [DONE]" and all(e.startswith("data: ") for e in events)
