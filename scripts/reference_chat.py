@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from reference_models import SEED, arithmetic_sentences, write_examples
+from reference_models import SEED, arithmetic_sentences, train_causal_lm, write_examples
 
 END_OF_TURN = "<|end|>"
 START = "<|endoftext|>"  # what a training conversation follows (and padding)
@@ -112,23 +112,8 @@ def tiny_chat(out: Path) -> dict:
     for _ in range(20):
         for messages, answer in rng.sample(dialogues, len(dialogues)):
             stream += rendered(messages, answer)
-    data = torch.tensor(stream)
-    steps, block, batch = 2500, 32, 32
-    optimiser = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.01)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
-    generator = torch.Generator().manual_seed(SEED)
-    losses = []
-    model.train()
-    for _ in range(steps):
-        starts = torch.randint(0, len(data) - block, (batch,), generator=generator)
-        x = torch.stack([data[i : i + block] for i in starts.tolist()])
-        loss = model(input_ids=x, attention_mask=torch.ones_like(x), labels=x).loss
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        scheduler.step()
-        losses.append(loss.item())
-    model.eval()
+    steps = 2500
+    losses = train_causal_lm(model, stream, steps, block=32)
     correct = 0
     with torch.inference_mode():
         for messages, answer in dialogues:

@@ -288,6 +288,30 @@ completes {accuracy:.1%} of the training prompts correctly (`metrics` in `maas.y
 """
 
 
+def train_causal_lm(model, stream: list[int], steps: int, block: int, batch: int = 32) -> list[float]:  # type: ignore[no-untyped-def]
+    """AdamW with a cosine schedule over random ``block``-token windows of ``stream`` (seeded);
+    the losses, one per step."""
+    import torch
+
+    data = torch.tensor(stream)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.01)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
+    generator = torch.Generator().manual_seed(SEED)
+    losses = []
+    model.train()
+    for _ in range(steps):
+        starts = torch.randint(0, len(data) - block, (batch,), generator=generator)
+        x = torch.stack([data[i : i + block] for i in starts.tolist()])
+        loss = model(input_ids=x, attention_mask=torch.ones_like(x), labels=x).loss
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        scheduler.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
+
 def tiny_gpt(out: Path) -> dict:
     """A small causal LM built from a config and trained briefly on generated text."""
     import random
@@ -338,23 +362,8 @@ def tiny_gpt(out: Path) -> dict:
     for _ in range(40):
         for sentence in rng.sample(sentences, len(sentences)):
             stream += [eot, *tokenizer(sentence)["input_ids"]]
-    data = torch.tensor(stream)
-    steps, block, batch = 1500, 16, 32
-    optimiser = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.01)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
-    generator = torch.Generator().manual_seed(SEED)
-    losses = []
-    model.train()
-    for _ in range(steps):
-        starts = torch.randint(0, len(data) - block, (batch,), generator=generator)
-        x = torch.stack([data[i : i + block] for i in starts.tolist()])
-        loss = model(input_ids=x, attention_mask=torch.ones_like(x), labels=x).loss
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        scheduler.step()
-        losses.append(loss.item())
-    model.eval()
+    steps = 1500
+    losses = train_causal_lm(model, stream, steps, block=16)
     correct = 0
     with torch.inference_mode():
         for sentence in sentences:
