@@ -481,3 +481,14 @@ class Traffic:
 
 def address(server: Server) -> str:
     return f"127.0.0.1:{server.http_port}"
+
+
+# the alerts the chart's PrometheusRule ships
+ALERTS = {
+    "MaasHighErrorRatio",
+    "MaasHighLatency",
+    "MaasQueueRejections",
+    "MaasModelNotReady",
+    "MaasPodNotReady",
+    "MaasTargetDown",
+}

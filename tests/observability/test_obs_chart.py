@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 import yaml
 from deploy_support import KUBE_VERSION, check_object, model
-from obs_support import CHART, DASHBOARD, alert_rules, dashboard, panel_targets, rule_groups
+from obs_support import ALERTS, CHART, DASHBOARD, alert_rules, dashboard, panel_targets, rule_groups
 
 from tests.serving import ROOT
 
@@ -24,14 +24,6 @@ HERE = Path(__file__).resolve().parent
 RULE_SCHEMA = yaml.safe_load((HERE / "prometheusrule-schema.yaml").read_text())
 UNIT_TESTS = HERE / "alerts-test.yaml"
 RUNBOOK = ROOT / "docs" / "runbook.md"
-ALERTS = {
-    "MaasHighErrorRatio",
-    "MaasHighLatency",
-    "MaasQueueRejections",
-    "MaasModelNotReady",
-    "MaasPodNotReady",
-    "MaasTargetDown",
-}
 ON = {"alerts": {"enabled": True}, "grafana": {"dashboard": {"enabled": True}}}
 MODELS = {
     "models": [model("resnet"), model("bert", "transformer", deploymentMode="Knative", autoscaling={"class": "kpa"})]

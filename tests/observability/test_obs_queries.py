@@ -25,6 +25,7 @@ import matplotlib.image
 import pytest
 from maas_controller.prometheus import queries
 from obs_support import (
+    ALERTS,
     CHAOS_DELAY,
     DEAD_POD,
     LIVE_ALERTS,
@@ -322,14 +323,7 @@ def test_alert_expressions(render, prom: Prometheus, traffic: Traffic, model: st
         else:
             raise AssertionError(f"no expectation for alert {name}")
         check(prom, expr, window.at, expect, keep=mine)
-    assert seen == {
-        "MaasHighErrorRatio",
-        "MaasHighLatency",
-        "MaasQueueRejections",
-        "MaasModelNotReady",
-        "MaasPodNotReady",
-        "MaasTargetDown",
-    }
+    assert seen == ALERTS
 
 
 def test_alerts_fire_in_prometheus(prom: Prometheus, traffic: Traffic):
